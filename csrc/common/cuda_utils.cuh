@@ -1,0 +1,48 @@
+// Shared CUDA helpers: error checks, device guard, launch geometry.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "common/launch.h"
+
+namespace m3ad {
+
+inline void cuda_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("mentor3ad_ext CUDA error in ") + what + ": " +
+                             cudaGetErrorString(err));
+}
+
+// Checks the launch itself (bad geometry, missing arch); execution errors surface later at
+// the caller's next synchronisation, as with any asynchronous CUDA library.
+#define M3AD_CHECK_LAUNCH(what) ::m3ad::cuda_check(cudaGetLastError(), what)
+
+// Makes `index` current for the scope, restoring the previous device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index) {
+    cuda_check(cudaGetDevice(&prev_), "cudaGetDevice");
+    if (prev_ != index) cuda_check(cudaSetDevice(index), "cudaSetDevice");
+    else prev_ = -1;
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = -1;
+};
+
+inline cudaStream_t as_stream(const Device& dev) { return static_cast<cudaStream_t>(dev.stream); }
+
+inline unsigned blocks_for(long long n, int threads, long long cap = 65535LL * 32) {
+  long long b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  return static_cast<unsigned>(b < cap ? b : cap);
+}
+
+}  // namespace m3ad

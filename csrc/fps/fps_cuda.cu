@@ -1,0 +1,225 @@
+// CUDA FPS. Same order contract and distance arithmetic as fps_cpu.cpp (see fps.h).
+// Small clouds: one block per cloud runs all iterations in one launch (block-level argmax per
+// iteration). Large clouds: one launch per iteration over many blocks per cloud; the last block
+// to finish (threadfence + counter) reduces the block partials, so no host synchronisation.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "common/argmax.cuh"
+#include "common/cuda_utils.cuh"
+#include "fps/fps.h"
+
+namespace m3ad {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int64_t kSingleBlockMaxPoints = 1 << 15;
+constexpr int64_t kPointsPerBlock = kThreads * 8;
+constexpr int kMaxBlocksPerCloud = 1024;
+
+struct Cloud {
+  int64_t n, k;
+};
+
+__device__ __forceinline__ Cloud cloud_of(const FpsParams& p, int64_t b) {
+  int64_t n = p.lengths ? p.lengths[b] : p.P;
+  n = n < 0 ? 0 : (n > p.P ? p.P : n);
+  int64_t k = p.k ? p.k[b] : p.K_max;
+  k = k < 0 ? 0 : (k > p.K_max ? p.K_max : k);
+  return {n, k < n ? k : n};
+}
+
+__device__ __forceinline__ int64_t start_of(const FpsParams& p, int64_t b, int64_t n) {
+  const int64_t s = p.start ? p.start[b] : 0;
+  return ((s % n) + n) % n;
+}
+
+template <typename T>
+__device__ __forceinline__ T sqdist(const T* a, const T* c, int64_t D) {
+  T d = 0;
+  for (int64_t j = 0; j < D; ++j) {
+    const T t = a[j] - c[j];
+    d = j == 0 ? t * t : d + t * t;
+  }
+  return d;
+}
+
+template <typename T>
+__global__ void fps_single_block(FpsParams p, T* mind_all) {
+  __shared__ ArgMax<T> red[32];
+  extern __shared__ unsigned char smem_raw[];
+  T* center = reinterpret_cast<T*>(smem_raw);
+  const int64_t b = blockIdx.x;
+  const Cloud c = cloud_of(p, b);
+  int64_t* out = p.idx + b * p.K_max;
+  for (int64_t i = c.k + threadIdx.x; i < p.K_max; i += blockDim.x) out[i] = -1;
+  if (c.k == 0) return;
+  const T* pts = static_cast<const T*>(p.points) + b * p.P * p.D;
+  T* mind = mind_all + b * p.P;
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) mind[i] = INFINITY;
+  int64_t cur = start_of(p, b, c.n);
+  for (int64_t s = 0;; ++s) {
+    if (threadIdx.x == 0) out[s] = cur;
+    // Only the owning thread ever touches mind[i], so this needs no barrier.
+    if (cur % blockDim.x == threadIdx.x) mind[cur] = -INFINITY;
+    if (s + 1 == c.k) break;
+    for (int64_t j = threadIdx.x; j < p.D; j += blockDim.x) center[j] = pts[cur * p.D + j];
+    __syncthreads();
+    ArgMax<T> best{-INFINITY, INT64_MAX};
+    for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) {
+      const T d = sqdist(pts + i * p.D, center, p.D);
+      T m = mind[i];
+      if (d < m) mind[i] = m = d;
+      best.take(m, i);
+    }
+    best = block_argmax(best, red);
+    cur = best.idx;
+  }
+}
+
+template <typename T>
+struct MultiWs {
+  T* mind;
+  T* part_val;
+  int64_t* part_idx;
+  int64_t* cur;
+  unsigned int* counter;
+};
+
+template <typename T>
+__global__ void fps_multi_init(FpsParams p, MultiWs<T> ws) {
+  const int64_t b = blockIdx.y;
+  const Cloud c = cloud_of(p, b);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t* out = p.idx + b * p.K_max;
+  for (int64_t i = t0; i < p.K_max; i += stride) out[i] = -1;
+  for (int64_t i = t0; i < c.n; i += stride) ws.mind[b * p.P + i] = INFINITY;
+  if (t0 == 0) ws.counter[b] = 0;
+}
+
+template <typename T>
+__global__ void fps_multi_start(FpsParams p, MultiWs<T> ws) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= p.B) return;
+  const Cloud c = cloud_of(p, b);
+  if (c.k == 0) return;
+  const int64_t s = start_of(p, b, c.n);
+  p.idx[b * p.K_max] = s;
+  ws.cur[b] = s;
+  ws.mind[b * p.P + s] = -INFINITY;
+}
+
+template <typename T>
+__global__ void fps_multi_step(FpsParams p, MultiWs<T> ws, int64_t step) {
+  __shared__ ArgMax<T> red[32];
+  __shared__ bool is_last;
+  extern __shared__ unsigned char smem_raw[];
+  T* center = reinterpret_cast<T*>(smem_raw);
+  const int64_t b = blockIdx.y;
+  const Cloud c = cloud_of(p, b);
+  if (step + 1 >= c.k) return;  // uniform over the cloud's blocks
+  const T* pts = static_cast<const T*>(p.points) + b * p.P * p.D;
+  T* mind = ws.mind + b * p.P;
+  const int64_t cur = ws.cur[b];
+  for (int64_t j = threadIdx.x; j < p.D; j += blockDim.x) center[j] = pts[cur * p.D + j];
+  __syncthreads();
+  const int64_t chunk = (c.n + gridDim.x - 1) / gridDim.x;
+  const int64_t lo = blockIdx.x * chunk;
+  const int64_t hi = lo + chunk < c.n ? lo + chunk : c.n;
+  ArgMax<T> best{-INFINITY, INT64_MAX};
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const T d = sqdist(pts + i * p.D, center, p.D);
+    T m = mind[i];
+    if (d < m) mind[i] = m = d;
+    best.take(m, i);
+  }
+  best = block_argmax(best, red);
+  const int64_t slot = b * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    ws.part_val[slot] = best.val;
+    ws.part_idx[slot] = best.idx;
+    __threadfence();
+    is_last = atomicAdd(ws.counter + b, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  ArgMax<T> all{-INFINITY, INT64_MAX};
+  for (int64_t j = threadIdx.x; j < gridDim.x; j += blockDim.x) {
+    const int64_t q = b * gridDim.x + j;
+    all.take(static_cast<volatile T*>(ws.part_val)[q], static_cast<volatile int64_t*>(ws.part_idx)[q]);
+  }
+  all = block_argmax(all, red);
+  if (threadIdx.x == 0) {
+    ws.cur[b] = all.idx;
+    p.idx[b * p.K_max + step + 1] = all.idx;
+    mind[all.idx] = -INFINITY;
+    ws.counter[b] = 0;
+  }
+}
+
+int multi_blocks(int64_t P) {
+  return static_cast<int>(std::min<int64_t>(kMaxBlocksPerCloud, (P + kPointsPerBlock - 1) / kPointsPerBlock));
+}
+
+size_t align_up(size_t v) { return (v + 255) & ~size_t{255}; }
+
+template <typename T>
+MultiWs<T> carve(void* base, int64_t B, int64_t P, int nblk) {
+  char* c = static_cast<char*>(base);
+  MultiWs<T> ws;
+  ws.mind = reinterpret_cast<T*>(c);
+  c += align_up(sizeof(T) * B * P);
+  ws.part_val = reinterpret_cast<T*>(c);
+  c += align_up(sizeof(T) * B * nblk);
+  ws.part_idx = reinterpret_cast<int64_t*>(c);
+  c += align_up(sizeof(int64_t) * B * nblk);
+  ws.cur = reinterpret_cast<int64_t*>(c);
+  c += align_up(sizeof(int64_t) * B);
+  ws.counter = reinterpret_cast<unsigned int*>(c);
+  return ws;
+}
+
+template <typename T>
+void run(const FpsParams& p, const Device& dev) {
+  cudaStream_t stream = as_stream(dev);
+  const size_t center_bytes = sizeof(T) * static_cast<size_t>(std::max<int64_t>(p.D, 1));
+  if (p.P <= kSingleBlockMaxPoints) {
+    fps_single_block<T><<<static_cast<unsigned>(p.B), kThreads, center_bytes, stream>>>(
+        p, static_cast<T*>(p.workspace));
+    M3AD_CHECK_LAUNCH("fps_single_block");
+    return;
+  }
+  const int nblk = multi_blocks(p.P);
+  MultiWs<T> ws = carve<T>(p.workspace, p.B, p.P, nblk);
+  const dim3 grid(nblk, static_cast<unsigned>(p.B));
+  fps_multi_init<T><<<grid, kThreads, 0, stream>>>(p, ws);
+  fps_multi_start<T><<<blocks_for(p.B, 128), 128, 0, stream>>>(p, ws);
+  for (int64_t s = 0; s + 1 < p.K_max; ++s)
+    fps_multi_step<T><<<grid, kThreads, center_bytes, stream>>>(p, ws, s);
+  M3AD_CHECK_LAUNCH("fps_multi_step");
+}
+
+}  // namespace
+
+size_t fps_cuda_workspace_bytes(int64_t B, int64_t P, DType dtype) {
+  const size_t t = dtype == DType::kFloat64 ? 8 : 4;
+  const size_t nblk = static_cast<size_t>(multi_blocks(P));
+  return align_up(t * B * P) + align_up(t * B * nblk) + align_up(8 * B * nblk) + align_up(8 * B) +
+         align_up(4 * B);
+}
+
+void fps_cuda(const FpsParams& p, const Device& dev) {
+  if (p.B == 0 || p.K_max == 0) return;
+  DeviceGuard guard(dev.index);
+  if (p.D > 6000) throw std::invalid_argument("fps: D > 6000 is not supported on CUDA");
+  dispatch_float(p.dtype, [&](auto tag) {
+    run<decltype(tag)>(p, dev);
+    return 0;
+  });
+}
+
+}  // namespace m3ad

@@ -1,0 +1,25 @@
+"""mentor3ad_ext: fast point-cloud ops, exact anomaly-detection metrics and the Mentor3AD model.
+
+Importing works without the compiled extension; the first fast-op call then raises an
+ImportError that says how to build it. See build_info().
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
+from .ops import (  # noqa: E402
+    sample_farthest_points,
+    set_value_checks,
+    value_checks,
+)
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "get_num_threads",
+    "set_num_threads",
+    "set_value_checks",
+    "value_checks",
+    "sample_farthest_points",
+]
