@@ -8,7 +8,9 @@
 #include <string>
 
 #include "common/parallel.h"
+#include "ball_query/ball_query.h"
 #include "fps/fps.h"
+#include "knn/knn.h"
 
 #ifdef M3AD_WITH_CUDA
 #include <cuda_runtime.h>
@@ -93,6 +95,36 @@ size_t fps_workspace_bytes(int64_t B, int64_t P, int dtype) {
 #endif
 }
 
+void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
+         uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int dtype,
+         int device, uintptr_t stream) {
+  m3ad::KnnParams p;
+  p.p1 = as_ptr<const void>(p1);
+  p.p2 = as_ptr<const void>(p2);
+  p.lengths1 = as_ptr<const int64_t>(lengths1);
+  p.lengths2 = as_ptr<const int64_t>(lengths2);
+  p.dists = as_ptr<void>(dists);
+  p.idx = as_ptr<int64_t>(idx);
+  p.B = B, p.P1 = P1, p.P2 = P2, p.D = D, p.K = K, p.norm = norm;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
+}
+
+void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
+                uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, double radius2,
+                int dtype, int device, uintptr_t stream) {
+  m3ad::BallQueryParams p;
+  p.p1 = as_ptr<const void>(p1);
+  p.p2 = as_ptr<const void>(p2);
+  p.lengths1 = as_ptr<const int64_t>(lengths1);
+  p.lengths2 = as_ptr<const int64_t>(lengths2);
+  p.dists = as_ptr<void>(dists);
+  p.idx = as_ptr<int64_t>(idx);
+  p.B = B, p.P1 = P1, p.P2 = P2, p.D = D, p.K = K, p.radius2 = radius2;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("ball_query", p, make_device(device, stream), m3ad::ball_query_cpu, M3AD_CUDA_FN(m3ad::ball_query_cuda));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -105,5 +137,9 @@ PYBIND11_MODULE(_C, m) {
   // ---- fps ----
   m.def("fps", &fps, nogil);
   m.def("fps_workspace_bytes", &fps_workspace_bytes);
+  // ---- knn ----
+  m.def("knn", &knn, nogil);
+  // ---- ball_query ----
+  m.def("ball_query", &ball_query, nogil);
   // ---- end of op bindings ----
 }

@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 
 from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
 from .ops import (  # noqa: E402
+    KNN,
+    ball_query,
+    knn_gather,
+    knn_points,
     sample_farthest_points,
     set_value_checks,
     value_checks,
@@ -22,4 +26,8 @@ __all__ = [
     "set_value_checks",
     "value_checks",
     "sample_farthest_points",
+    "KNN",
+    "knn_points",
+    "knn_gather",
+    "ball_query",
 ]

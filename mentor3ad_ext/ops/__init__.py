@@ -1,3 +1,5 @@
 """Op adapters: validate, allocate, dispatch to `_C`, autograd. Public names re-exported at top level."""
 from ._checks import set_value_checks, value_checks  # noqa: F401
 from .fps import sample_farthest_points  # noqa: F401
+from .knn import KNN, knn_gather, knn_points  # noqa: F401
+from .ball_query import ball_query  # noqa: F401

@@ -1,0 +1,134 @@
+// A static KD-tree over one cloud, shared by the CPU neighbour searches (kNN, ball query, FPS).
+//
+// Exactness: a node's lower bound (box_dist) uses the same float operations, in the same order,
+// as the point distances (sqdist). Rounding is monotonic, so box_dist never exceeds the computed
+// distance of any point inside the box: pruning on it can never change a result, ties included.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+namespace m3ad {
+
+// Squared Euclidean (kNorm == 2) or L1 (kNorm == 1) distance, summed over dims in index order.
+template <typename T, int kNorm>
+inline T axis_term(T diff) {
+  if (kNorm == 1) return diff < 0 ? -diff : diff;
+  return diff * diff;
+}
+
+template <typename T, int D, int kNorm = 2>
+inline T sqdist(const T* a, const T* b) {
+  T d = axis_term<T, kNorm>(a[0] - b[0]);
+  for (int j = 1; j < D; ++j) d = d + axis_term<T, kNorm>(a[j] - b[j]);
+  return d;
+}
+
+template <typename T, int D>
+class KdTree {
+ public:
+  static constexpr int kLeafSize = 16;
+
+  struct Node {
+    T lo[D], hi[D];
+    int64_t begin, end;  // range in tree order
+    int64_t min_index;   // smallest original index below the node
+    int32_t left = -1, right = -1, parent = -1;
+    bool leaf() const { return left < 0; }
+  };
+
+  // pts: n points of D coordinates, contiguous.
+  KdTree(const T* pts, int64_t n, int leaf_size = kLeafSize) : leaf_size_(leaf_size) {
+    // Partition a contiguous copy of (coordinates, index) records: far fewer cache misses
+    // than partitioning indices into the caller's array.
+    std::vector<Rec> recs(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int j = 0; j < D; ++j) recs[i].c[j] = pts[i * D + j];
+      recs[i].index = i;
+    }
+    order_.resize(n);
+    coords_.resize(static_cast<size_t>(n) * D);
+    if (n == 0) return;
+    nodes_.reserve(static_cast<size_t>(2 * (n / leaf_size + 1) + 1));
+    build(recs.data(), 0, n, -1);
+    for (int64_t i = 0; i < n; ++i) {
+      order_[i] = recs[i].index;
+      for (int j = 0; j < D; ++j) coords_[i * D + j] = recs[i].c[j];
+    }
+    // Children come after their parent, so a reverse sweep sees children first.
+    for (int64_t id = static_cast<int64_t>(nodes_.size()) - 1; id >= 0; --id) {
+      Node& nd = nodes_[id];
+      if (nd.leaf()) {
+        nd.min_index = *std::min_element(order_.begin() + nd.begin, order_.begin() + nd.end);
+      } else {
+        nd.min_index = std::min(nodes_[nd.left].min_index, nodes_[nd.right].min_index);
+      }
+    }
+  }
+
+  bool empty() const { return nodes_.empty(); }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  // Original index of the point at tree position i, and its coordinates.
+  int64_t original(int64_t i) const { return order_[i]; }
+  const T* point(int64_t i) const { return coords_.data() + i * D; }
+
+  // Lower bound of the distance from q to any point inside the node's box.
+  template <int kNorm = 2>
+  T box_dist(const Node& nd, const T* q) const {
+    T acc = 0;
+    for (int j = 0; j < D; ++j) {
+      T g = 0;
+      if (q[j] < nd.lo[j]) g = nd.lo[j] - q[j];
+      else if (q[j] > nd.hi[j]) g = q[j] - nd.hi[j];
+      acc = j == 0 ? axis_term<T, kNorm>(g) : acc + axis_term<T, kNorm>(g);
+    }
+    return acc;
+  }
+
+ private:
+  struct Rec {
+    T c[D];
+    int64_t index;
+  };
+
+  int32_t build(Rec* recs, int64_t b, int64_t e, int32_t parent) {
+    const int32_t id = static_cast<int32_t>(nodes_.size());
+    nodes_.emplace_back();
+    Node nd;
+    nd.begin = b;
+    nd.end = e;
+    nd.parent = parent;
+    for (int j = 0; j < D; ++j) {
+      nd.lo[j] = std::numeric_limits<T>::infinity();
+      nd.hi[j] = -std::numeric_limits<T>::infinity();
+    }
+    for (int64_t i = b; i < e; ++i)
+      for (int j = 0; j < D; ++j) {
+        nd.lo[j] = std::min(nd.lo[j], recs[i].c[j]);
+        nd.hi[j] = std::max(nd.hi[j], recs[i].c[j]);
+      }
+    nodes_[id] = nd;
+    if (e - b > leaf_size_) {
+      int axis = 0;
+      for (int j = 1; j < D; ++j)
+        if (nd.hi[j] - nd.lo[j] > nd.hi[axis] - nd.lo[axis]) axis = j;
+      const int64_t mid = b + (e - b) / 2;
+      std::nth_element(recs + b, recs + mid, recs + e,
+                       [axis](const Rec& x, const Rec& y) { return x.c[axis] < y.c[axis]; });
+      const int32_t l = build(recs, b, mid, id);
+      const int32_t r = build(recs, mid, e, id);
+      nodes_[id].left = l;
+      nodes_[id].right = r;
+    }
+    return id;
+  }
+
+  int leaf_size_;
+  std::vector<int64_t> order_;
+  std::vector<T> coords_;
+  std::vector<Node> nodes_;
+};
+
+}  // namespace m3ad

@@ -1,0 +1,119 @@
+// CPU kNN: a KD-tree per cloud for D <= 3 (exact pruning, see common/kdtree.h), an index-order
+// scan for higher D. Queries of all clouds run in parallel; each keeps a bounded heap of K.
+#include <memory>
+#include <vector>
+
+#include "common/kdtree.h"
+#include "common/parallel.h"
+#include "knn/knn.h"
+#include "knn/topk_heap.h"
+
+namespace m3ad {
+namespace {
+
+inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
+  return a ? std::min<int64_t>(std::max<int64_t>(a[b], 0), hi) : hi;
+}
+
+template <typename T, int D, int kNorm>
+void tree_query(const KdTree<T, D>& tree, const T* q, TopK<T>& heap) {
+  using Node = typename KdTree<T, D>::Node;
+  const auto& nodes = tree.nodes();
+  // (node, its lower bound); the nearer child is pushed last so it is searched first.
+  std::pair<int32_t, T> stack[128];
+  int top = 0;
+  stack[top++] = {0, tree.template box_dist<kNorm>(nodes[0], q)};
+  while (top) {
+    const auto [id, bound] = stack[--top];
+    if (heap.full() && bound > heap.worst()) continue;
+    const Node& nd = nodes[id];
+    if (nd.leaf()) {
+      for (int64_t i = nd.begin; i < nd.end; ++i)
+        heap.push(sqdist<T, D, kNorm>(tree.point(i), q), tree.original(i));
+      continue;
+    }
+    const T bl = tree.template box_dist<kNorm>(nodes[nd.left], q);
+    const T br = tree.template box_dist<kNorm>(nodes[nd.right], q);
+    if (bl <= br) {
+      stack[top++] = {nd.right, br};
+      stack[top++] = {nd.left, bl};
+    } else {
+      stack[top++] = {nd.left, bl};
+      stack[top++] = {nd.right, br};
+    }
+  }
+}
+
+template <typename T, int kNorm>
+T dist_dyn(const T* a, const T* b, int64_t D) {
+  T d = axis_term<T, kNorm>(a[0] - b[0]);
+  for (int64_t j = 1; j < D; ++j) d = d + axis_term<T, kNorm>(a[j] - b[j]);
+  return d;
+}
+
+template <typename T, int D, int kNorm>
+void run_tree(const KnnParams& p) {
+  std::vector<std::unique_ptr<KdTree<T, D>>> trees(p.B);
+  parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      trees[b] = std::make_unique<KdTree<T, D>>(static_cast<const T*>(p.p2) + b * p.P2 * D,
+                                                clamp_len(p.lengths2, b, p.P2));
+  });
+  const T* p1 = static_cast<const T*>(p.p1);
+  T* dists = static_cast<T*>(p.dists);
+  parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
+    TopK<T> heap(p.K);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / p.P1, q = r % p.P1;
+      heap.clear();
+      if (q < clamp_len(p.lengths1, b, p.P1) && !trees[b]->empty())
+        tree_query<T, D, kNorm>(*trees[b], p1 + r * D, heap);
+      heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
+    }
+  });
+}
+
+template <typename T, int kNorm>
+void run_scan(const KnnParams& p) {
+  const T* p1 = static_cast<const T*>(p.p1);
+  const T* p2 = static_cast<const T*>(p.p2);
+  T* dists = static_cast<T*>(p.dists);
+  parallel_for(p.B * p.P1, 16, [&](int64_t r0, int64_t r1) {
+    TopK<T> heap(p.K);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / p.P1, q = r % p.P1;
+      heap.clear();
+      if (q < clamp_len(p.lengths1, b, p.P1)) {
+        const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+        const T* cloud = p2 + b * p.P2 * p.D;
+        for (int64_t j = 0; j < n2; ++j)
+          heap.push(dist_dyn<T, kNorm>(cloud + j * p.D, p1 + r * p.D, p.D), j);
+      }
+      heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
+    }
+  });
+}
+
+template <typename T, int kNorm>
+void run(const KnnParams& p) {
+  switch (p.D) {
+    case 1: return run_tree<T, 1, kNorm>(p);
+    case 2: return run_tree<T, 2, kNorm>(p);
+    case 3: return run_tree<T, 3, kNorm>(p);
+    default: return run_scan<T, kNorm>(p);
+  }
+}
+
+}  // namespace
+
+void knn_cpu(const KnnParams& p) {
+  if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
+  dispatch_float(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (p.norm == 1) run<T, 1>(p);
+    else run<T, 2>(p);
+    return 0;
+  });
+}
+
+}  // namespace m3ad

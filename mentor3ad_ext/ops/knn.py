@@ -1,0 +1,162 @@
+"""k nearest neighbours (pytorch3d-compatible `knn_points` / `knn_gather`)."""
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Optional
+
+import torch
+
+from . import _checks as ck
+from ._launch import C, device_args, dtype_tag, ptr
+from .gather import masked_gather, scatter_add_rows
+
+OP = "knn_points"
+
+KNN = namedtuple("KNN", ["dists", "idx", "knn"])
+KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None."
+
+
+@torch.library.custom_op("mentor3ad::knn", mutates_args=())
+def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
+         K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
+    B, P1, D = p1.shape
+    P2 = p2.shape[1]
+    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
+    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    if dists.numel():
+        dev, stream = device_args(p1)
+        C().knn(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx),
+                B, P1, P2, D, K, norm, dtype_tag(p1), dev, stream)
+    return dists, idx
+
+
+@_knn.register_fake
+def _(p1, p2, lengths1, lengths2, K, norm):
+    B, P1, _ = p1.shape
+    return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
+
+
+def _knn_setup(ctx, inputs, output):
+    p1, p2, _, _, _, norm = inputs
+    ctx.save_for_backward(p1, p2, output[1])
+    ctx.norm = norm
+
+
+def _knn_backward(ctx, grad_dists, grad_idx):
+    p1, p2, idx = ctx.saved_tensors
+    diff = p1[:, :, None, :] - masked_gather(p2, idx)  # (B, P1, K, D); zero rows for idx -1
+    g = grad_dists[..., None] * (2 * diff if ctx.norm == 2 else torch.sign(diff))
+    g = torch.where((idx >= 0)[..., None], g, g.new_zeros(()))
+    grad_p1 = g.sum(2) if ctx.needs_input_grad[0] else None
+    grad_p2 = None
+    if ctx.needs_input_grad[1]:
+        B, P1, K, D = g.shape
+        grad_p2 = -scatter_add_rows(g.reshape(B, P1 * K, D), idx.reshape(B, P1 * K), p2.shape[1])
+    return grad_p1, grad_p2, None, None, None, None
+
+
+_knn.register_autograd(_knn_backward, setup_context=_knn_setup)
+
+
+def _pair_inputs(op: str, p1, p2, lengths1, lengths2):
+    ck.check_points(op, "p1", p1, allow_half=True)
+    ck.check_points(op, "p2", p2, allow_half=True)
+    ck.check_same_device(op, p1=p1, p2=p2)
+    if p1.shape[0] != p2.shape[0] or p1.shape[2] != p2.shape[2]:
+        raise ValueError(f"{op}: p1 and p2 must agree in batch size and dimension, got p1 "
+                         f"{ck.shape_str(p1)} and p2 {ck.shape_str(p2)}")
+    if p1.shape[2] < 1:
+        raise ValueError(f"{op}: points need at least one coordinate, got p1 {ck.shape_str(p1)}")
+    B = p1.shape[0]
+    lengths1 = ck.check_lengths(op, "lengths1", lengths1, B, p1.shape[1], p1.device)
+    lengths2 = ck.check_lengths(op, "lengths2", lengths2, B, p2.shape[1], p1.device)
+    ck.check_finite(op, "p1", p1)
+    ck.check_finite(op, "p2", p2)
+    a, b = ck.as_float_input(p1), ck.as_float_input(p2)
+    if a.dtype != b.dtype:  # mixed float32/float64: compute in float64
+        a, b = a.double(), b.double()
+    return a, b, lengths1, lengths2
+
+
+def knn_points(
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: Optional[torch.Tensor] = None,
+    lengths2: Optional[torch.Tensor] = None,
+    K: int = 1,
+    return_nn: bool = False,
+    return_sorted: bool = True,
+    *,
+    norm: int = 2,
+) -> KNN:
+    """K nearest neighbours in p2 of every point of p1, per cloud.
+
+    Args:
+        p1: (B, P1, D) queries; p2: (B, P2, D) points; float32/float64 (half computed in float32).
+        lengths1, lengths2: optional (B,) int64 valid sizes (pytorch3d padding convention).
+        K: neighbours per query (any K >= 1; slots beyond the cloud size are padded).
+        return_nn: also return the neighbour coordinates.
+        return_sorted: accepted for pytorch3d compatibility; results are always sorted.
+        norm: 2 (squared Euclidean, default) or 1 (L1), keyword-only.
+
+    Returns:
+        KNN(dists, idx, knn): dists (B, P1, K) in ascending order, ties by lower index; idx
+        (B, P1, K) int64; knn (B, P1, K, D) or None. Padded slots have idx -1, dist 0, zero knn.
+        dists is differentiable w.r.t. p1 and p2 (deterministic backward).
+    """
+    K = ck.check_positive_int(OP, "K", K)
+    if norm not in (1, 2):
+        raise ValueError(f"{OP}: norm must be 1 or 2, got {norm!r}")
+    a, b, lengths1, lengths2 = _pair_inputs(OP, p1, p2, lengths1, lengths2)
+    dists, idx = _knn(a, b, lengths1, lengths2, K, norm)
+    nn = knn_gather(p2, idx, lengths2) if return_nn else None
+    return KNN(dists, idx, nn)
+
+
+@torch.library.custom_op("mentor3ad::knn_gather", mutates_args=())
+def _knn_gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return masked_gather(x, idx).clone()
+
+
+@_knn_gather.register_fake
+def _(x, idx):
+    return x.new_empty((*idx.shape, x.shape[2]))
+
+
+def _gather_setup(ctx, inputs, output):
+    x, idx = inputs
+    ctx.save_for_backward(idx)
+    ctx.num_rows = x.shape[1]
+
+
+def _gather_backward(ctx, grad):
+    (idx,) = ctx.saved_tensors
+    B, C = grad.shape[0], grad.shape[-1]
+    return scatter_add_rows(grad.reshape(B, -1, C), idx.reshape(B, -1), ctx.num_rows), None
+
+
+_knn_gather.register_autograd(_gather_backward, setup_context=_gather_setup)
+
+
+def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Gather features of neighbours: x (B, M, C), idx (B, L, K) -> (B, L, K, C).
+
+    Index -1 (and, when `lengths` is given, slots k >= lengths[b], as in pytorch3d) give zeros.
+    Differentiable w.r.t. x with a deterministic scatter-add backward.
+    """
+    op = "knn_gather"
+    ck.check_tensor(op, "x", x, ndim=3, dtypes=ck.FLOAT_DTYPES + ck.HALF_DTYPES, shape_hint="(B, M, C)")
+    ck.check_tensor(op, "idx", idx, ndim=3, dtypes=(torch.int64, torch.int32), shape_hint="(B, L, K)")
+    ck.check_same_device(op, x=x, idx=idx)
+    if idx.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: x and idx must have the same batch size, got x {ck.shape_str(x)} and idx {ck.shape_str(idx)}")
+    idx = idx.to(torch.int64)
+    if ck.value_checks_enabled() and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -1 or hi >= x.shape[1]:
+            raise ValueError(f"{op}: idx must lie in [-1, {x.shape[1] - 1}] (-1 = padding), got values in [{lo}, {hi}]")
+    if lengths is not None:
+        lengths = ck.check_lengths(op, "lengths", lengths, x.shape[0], x.shape[1], x.device)
+        slot = torch.arange(idx.shape[2], device=idx.device)
+        idx = torch.where(slot[None, None, :] < lengths[:, None, None], idx, idx.new_full((), -1))
+    return _knn_gather(x, idx.contiguous())

@@ -1,0 +1,184 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mentor3ad_ext as m
+from mentor3ad_ext import reference as R
+
+from conftest import DEVICES, FLOAT_DTYPES, HAS_CUDA
+
+
+def _check(p1, p2, l1=None, l2=None, K=1, **kw):
+    got = m.knn_points(p1, p2, l1, l2, K=K, return_nn=True, **kw)
+    cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+    ref = R.knn_points(p1.cpu(), p2.cpu(), cpu(l1), cpu(l2), K=K, return_nn=True, **kw)
+    assert torch.equal(got.idx.cpu(), ref.idx)
+    assert torch.equal(got.dists.cpu(), ref.dists)
+    assert torch.equal(got.knn.cpu(), ref.knn)
+    return got
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("D", [1, 2, 3, 7])
+@pytest.mark.parametrize("K", [1, 4, 17, 40])
+def test_matches_reference(device, dtype, D, K):
+    p1 = torch.randn(2, 150, D, dtype=dtype, device=device)
+    p2 = torch.randn(2, 900, D, dtype=dtype, device=device)
+    _check(p1, p2, K=K)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm", [1, 2])
+def test_ragged_empty_and_large_k(device, norm):
+    p1 = torch.rand(4, 60, 3, device=device)
+    p2 = torch.rand(4, 300, 3, device=device)
+    l1 = torch.tensor([60, 0, 17, 60], device=device)
+    l2 = torch.tensor([300, 300, 5, 0], device=device)
+    got = _check(p1, p2, l1, l2, K=64, norm=norm)
+    assert (got.idx[1] == -1).all() and (got.dists[1] == 0).all()  # no queries
+    assert (got.idx[2, :17, 5:] == -1).all() and (got.idx[2, :17, :5] >= 0).all()  # K > cloud
+    assert (got.idx[3] == -1).all()  # empty reference cloud
+    assert (got.knn[2, :, 5:] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_lower_index_first(device):
+    # Integer grid duplicated: exact distance ties everywhere.
+    g = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+    p2 = torch.cat([g, g, g], 1).to(device)
+    p1 = (g[:, ::7] + 0.5).to(device)
+    got = _check(p1, p2, K=30)
+    d, i = got.dists[0], got.idx[0]
+    same = d[:, 1:] == d[:, :-1]
+    assert (i[:, 1:][same] > i[:, :-1][same]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_wide_coordinates_and_noncontiguous(device):
+    p2 = (torch.randn(1, 3, 2000, device=device) * 1e5).transpose(1, 2)
+    p1 = (torch.randn(1, 3, 100, device=device) * 1e5).transpose(1, 2)
+    assert not p1.is_contiguous()
+    _check(p1, p2, K=8)
+    _check(p1.expand(3, -1, -1), p2.expand(3, -1, -1), K=3)  # expanded (stride-0) batch
+
+
+def test_half_and_mixed_dtypes():
+    p1, p2 = torch.randn(1, 50, 3), torch.randn(1, 300, 3)
+    got = m.knn_points(p1.half(), p2.half(), K=4)
+    ref = R.knn_points(p1.half().float(), p2.half().float(), K=4)
+    assert got.dists.dtype == torch.float32 and torch.equal(got.idx, ref.idx)
+    got = m.knn_points(p1, p2.double(), K=4)
+    assert got.dists.dtype == torch.float64
+
+
+@pytest.mark.parametrize("norm", [1, 2])
+def test_gradcheck(norm):
+    p1 = torch.randn(2, 12, 3, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(2, 20, 3, dtype=torch.float64, requires_grad=True)
+    l2 = torch.tensor([20, 3])
+    fn = lambda a, b: m.knn_points(a, b, lengths2=l2, K=5, norm=norm).dists  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (p1, p2))
+
+
+def test_gradients_match_reference_and_are_deterministic():
+    p1 = torch.randn(2, 40, 3, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(2, 30, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 40, 6, dtype=torch.float64)
+    (m.knn_points(p1, p2, K=6).dists * w).sum().backward()
+    g1, g2 = p1.grad.clone(), p2.grad.clone()
+    p1.grad = p2.grad = None
+    (R.knn_points(p1, p2, K=6).dists * w).sum().backward()
+    assert torch.allclose(g1, p1.grad) and torch.allclose(g2, p2.grad)
+    p1.grad = p2.grad = None
+    (m.knn_points(p1, p2, K=6).dists * w).sum().backward()
+    assert torch.equal(g1, p1.grad) and torch.equal(g2, p2.grad)
+
+
+def test_knn_gather_grad_and_lengths():
+    x = torch.randn(2, 10, 4, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(-1, 10, (2, 7, 3))
+    assert torch.autograd.gradcheck(lambda x: m.knn_gather(x, idx), (x,))
+    lengths = torch.tensor([10, 2])
+    out = m.knn_gather(x, idx, lengths)
+    assert torch.equal(out, R.knn_gather(x.detach(), idx, lengths))
+    assert (out[1, :, 2:] == 0).all()
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (dict(p1=torch.randn(5, 3)), ValueError, r"p1 must be a 3-D tensor .*got shape \(5, 3\)"),
+    (dict(p2=torch.randn(2, 9, 3)), ValueError, r"p1 \(1, 8, 3\) and p2 \(2, 9, 3\)"),
+    (dict(p2=torch.randn(1, 9, 2)), ValueError, r"p1 \(1, 8, 3\) and p2 \(1, 9, 2\)"),
+    (dict(p1=torch.ones(1, 8, 3, dtype=torch.bool)), TypeError, "p1 must have dtype"),
+    (dict(p2=torch.ones(1, 8, 3, dtype=torch.int32)), TypeError, "p2 must have dtype"),
+    (dict(K=0), ValueError, "K must be >= 1, got 0"),
+    (dict(K=-3), ValueError, "K must be >= 1, got -3"),
+    (dict(lengths2=torch.tensor([10])), ValueError, r"lengths2 must lie in \[0, 9\] .*got values in \[10, 10\]"),
+    (dict(lengths1=torch.tensor([-1])), ValueError, r"lengths1 must lie in \[0, 8\]"),
+    (dict(p1=torch.full((1, 8, 3), float("inf"))), ValueError, "p1 contains NaN or Inf"),
+    (dict(p2=torch.full((1, 9, 3), float("nan"))), ValueError, "p2 contains NaN or Inf"),
+    (dict(norm=3), ValueError, "norm must be 1 or 2, got 3"),
+])
+def test_bad_input(bad, exc, match):
+    args = dict(p1=torch.randn(1, 8, 3), p2=torch.randn(1, 9, 3), K=2)
+    args.update(bad)
+    with pytest.raises(exc, match=match):
+        m.knn_points(**args)
+
+
+def test_knn_gather_bad_input():
+    with pytest.raises(ValueError, match=r"idx must lie in \[-1, 9\].*got values in \[-1, 10\]"):
+        m.knn_gather(torch.randn(1, 10, 2), torch.tensor([[[10, -1]]]))
+    with pytest.raises(ValueError, match="same batch size"):
+        m.knn_gather(torch.randn(2, 10, 2), torch.zeros(1, 3, 1, dtype=torch.int64))
+    with pytest.raises(TypeError, match="idx must have dtype"):
+        m.knn_gather(torch.randn(1, 10, 2), torch.zeros(1, 3, 1))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+def test_mixed_devices_rejected():
+    with pytest.raises(ValueError, match="p2 is on cpu but p1 is on cuda"):
+        m.knn_points(torch.randn(1, 4, 3, device="cuda"), torch.randn(1, 4, 3))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("K", [1, 8, 32, 100])
+def test_cpu_cuda_parity_no_sync(K):
+    p1, p2 = torch.randn(2, 500, 3), torch.randn(2, 3000, 3)
+    l2 = torch.tensor([3000, 50])
+    cpu = m.knn_points(p1, p2, lengths2=l2, K=K)
+    with m.value_checks(False):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            gpu = m.knn_points(p1.cuda(), p2.cuda(), lengths2=l2.cuda(), K=K)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(cpu.idx, gpu.idx.cpu()) and torch.equal(cpu.dists, gpu.dists.cpu())
+
+
+def test_opcheck():
+    p1, p2 = torch.randn(2, 16, 3, requires_grad=True), torch.randn(2, 20, 3, requires_grad=True)
+    l = torch.tensor([16, 5]), torch.tensor([20, 7])
+    torch.library.opcheck(torch.ops.mentor3ad.knn, (p1, p2, l[0], l[1], 4, 2))
+    torch.library.opcheck(torch.ops.mentor3ad.knn_gather, (torch.randn(2, 20, 5, requires_grad=True),
+                                                            torch.randint(-1, 20, (2, 6, 3))))
+
+
+def test_torch_compile():
+    p1, p2 = torch.randn(2, 64, 3), torch.randn(2, 128, 3)
+    f = torch.compile(lambda a, b: m.knn_points(a, b, K=5).dists.sum())
+    assert torch.allclose(f(p1, p2), m.knn_points(p1, p2, K=5).dists.sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(0, 3), P1=st.integers(0, 40), P2=st.integers(0, 60), K=st.integers(1, 70),
+       D=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_property(B, P1, P2, K, D, seed):
+    g = torch.Generator().manual_seed(seed)
+    p1 = torch.randint(-2, 3, (B, P1, D), generator=g).float()
+    p2 = torch.randint(-2, 3, (B, P2, D), generator=g).float()
+    l1 = torch.randint(0, P1 + 1, (B,), generator=g)
+    l2 = torch.randint(0, P2 + 1, (B,), generator=g)
+    got = _check(p1, p2, l1, l2, K=K)
+    assert got.idx.shape == (B, P1, K)
