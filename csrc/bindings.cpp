@@ -11,6 +11,7 @@
 #include "ball_query/ball_query.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
+#include "spmm/spmm.h"
 
 #ifdef M3AD_WITH_CUDA
 #include <cuda_runtime.h>
@@ -125,6 +126,45 @@ void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t length
   dispatch("ball_query", p, make_device(device, stream), m3ad::ball_query_cpu, M3AD_CUDA_FN(m3ad::ball_query_cuda));
 }
 
+m3ad::EllParams ell_params(uintptr_t x, uintptr_t idx, uintptr_t w, uintptr_t g, uintptr_t out, int64_t B,
+                           int64_t N, int64_t R, int64_t K, int64_t C, int dtype) {
+  m3ad::EllParams p;
+  p.x = as_ptr<const void>(x);
+  p.idx = as_ptr<const int64_t>(idx);
+  p.w = as_ptr<const void>(w);
+  p.g = as_ptr<const void>(g);
+  p.out = as_ptr<void>(out);
+  p.B = B, p.N = N, p.R = R, p.K = K, p.C = C;
+  p.dtype = m3ad::to_dtype(dtype);
+  return p;
+}
+
+void ell_spmm(uintptr_t x, uintptr_t idx, uintptr_t w, uintptr_t out, int64_t B, int64_t N, int64_t R,
+              int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
+  dispatch("weighted_gather", ell_params(x, idx, w, 0, out, B, N, R, K, C, dtype), make_device(device, stream),
+           m3ad::ell_spmm_cpu, M3AD_CUDA_FN(m3ad::ell_spmm_cuda));
+}
+
+void ell_dot(uintptr_t x, uintptr_t idx, uintptr_t g, uintptr_t out, int64_t B, int64_t N, int64_t R,
+             int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
+  dispatch("weighted_gather backward", ell_params(x, idx, 0, g, out, B, N, R, K, C, dtype),
+           make_device(device, stream), m3ad::ell_dot_cpu, M3AD_CUDA_FN(m3ad::ell_dot_cuda));
+}
+
+void csr_spmm(uintptr_t y, uintptr_t offsets, uintptr_t entries, uintptr_t w, uintptr_t out, int64_t B,
+              int64_t G, int64_t R, int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
+  m3ad::CsrParams p;
+  p.y = as_ptr<const void>(y);
+  p.offsets = as_ptr<const int64_t>(offsets);
+  p.entries = as_ptr<const int64_t>(entries);
+  p.w = as_ptr<const void>(w);
+  p.out = as_ptr<void>(out);
+  p.B = B, p.G = G, p.R = R, p.K = K, p.C = C;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("weighted_gather backward", p, make_device(device, stream), m3ad::csr_spmm_cpu,
+           M3AD_CUDA_FN(m3ad::csr_spmm_cuda));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -141,5 +181,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("knn", &knn, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
+  // ---- spmm (weighted gather and its transpose) ----
+  m.def("ell_spmm", &ell_spmm, nogil);
+  m.def("ell_dot", &ell_dot, nogil);
+  m.def("csr_spmm", &csr_spmm, nogil);
   // ---- end of op bindings ----
 }

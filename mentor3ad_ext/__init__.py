@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 
 from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
 from .ops import (  # noqa: E402
+    Groups,
+    group_points,
+    interpolate_features,
+    weighted_gather,
     KNN,
     ball_query,
     knn_gather,
@@ -30,4 +34,8 @@ __all__ = [
     "knn_points",
     "knn_gather",
     "ball_query",
+    "weighted_gather",
+    "interpolate_features",
+    "Groups",
+    "group_points",
 ]

@@ -20,12 +20,10 @@ def masked_gather(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def scatter_add_rows(values: torch.Tensor, idx: torch.Tensor, num_rows: int) -> torch.Tensor:
     """values (B, M, C), idx (B, M) with -1 = skip -> (B, num_rows, C) row sums.
 
-    Rows are summed in entry order, so the result is deterministic on CPU. (On CUDA, index_add_
-    uses atomics: the order, and so the last bits, may vary between runs.)
+    Deterministic on every device (rows summed in entry order, no atomics): it is the transposed
+    weighted gather with unit weights.
     """
-    B, M, C = values.shape
-    out = values.new_zeros((B * num_rows + 1, C))
-    valid = idx >= 0
-    flat = torch.where(valid, idx + torch.arange(B, device=idx.device)[:, None] * num_rows, B * num_rows)
-    out.index_add_(0, flat.reshape(-1), values.reshape(-1, C))
-    return out[:-1].reshape(B, num_rows, C)
+    from .weighted_gather import _weighted_gather_dx
+
+    ones = values.new_ones((values.shape[0], values.shape[1], 1))
+    return _weighted_gather_dx(values.contiguous(), idx[..., None].contiguous(), ones, num_rows)
