@@ -11,6 +11,7 @@
 #include <numeric>
 #include <vector>
 
+#include "common/kdtree.h"
 #include "common/parallel.h"
 #include "fps/fps.h"
 
@@ -30,26 +31,17 @@ inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
 }
 
 template <typename T>
-inline T sq(T v) { return v * v; }
-
-template <typename T>
 class KdFps {
  public:
-  KdFps(const T* pts, int64_t n) : n_(n) {
-    order_.resize(n);
-    std::iota(order_.begin(), order_.end(), int64_t{0});
-    for (int d = 0; d < 3; ++d) xyz_[d].resize(n);
-    nodes_.reserve(static_cast<size_t>(2 * (n / kLeafSize + 1) + 1));
-    build(pts, 0, n, -1);
-    for (int64_t i = 0; i < n; ++i)
-      for (int d = 0; d < 3; ++d) xyz_[d][i] = pts[order_[i] * 3 + d];
+  KdFps(const T* pts, int64_t n) : tree_(pts, n, kLeafSize) {
+    const auto& nodes = tree_.nodes();
     pos_.resize(n);
-    for (int64_t i = 0; i < n; ++i) pos_[order_[i]] = i;
+    for (int64_t i = 0; i < n; ++i) pos_[tree_.original(i)] = i;
     mind_.assign(n, std::numeric_limits<T>::infinity());
-    for (auto& nd : nodes_) nd.max = std::numeric_limits<T>::infinity();
-    for (auto& nd : nodes_) nd.arg = nd.leaf() ? order_[nd.begin] : 0;
-    // Internal argmax at +inf everywhere is the lowest original index below the node.
-    for (int64_t i = static_cast<int64_t>(nodes_.size()) - 1; i >= 0; --i) refresh(i);
+    max_.resize(nodes.size());
+    arg_.resize(nodes.size());
+    // Children follow their parent, so a reverse sweep refreshes bottom-up.
+    for (int64_t i = static_cast<int64_t>(nodes.size()) - 1; i >= 0; --i) refresh(static_cast<int32_t>(i));
   }
 
   void sample(const T* pts, int64_t start, int64_t k, int64_t* out) {
@@ -58,132 +50,66 @@ class KdFps {
       out[s] = cur;
       select(cur);
       if (s + 1 == k) break;
-      update(pts[cur * 3 + 0], pts[cur * 3 + 1], pts[cur * 3 + 2]);
-      cur = nodes_[0].arg;
+      visit(0, pts + cur * 3);
+      cur = arg_[0];
     }
   }
 
  private:
-  struct Node {
-    T lo[3], hi[3];
-    T max;
-    int64_t arg;
-    int64_t begin, end;
-    int32_t left = -1, right = -1, parent = -1;
-    bool leaf() const { return left < 0; }
-  };
+  using Tree = KdTree<T, 3>;
 
-  int32_t build(const T* pts, int64_t b, int64_t e, int32_t parent) {
-    const int32_t id = static_cast<int32_t>(nodes_.size());
-    nodes_.emplace_back();
-    Node nd;
-    nd.begin = b;
-    nd.end = e;
-    nd.parent = parent;
-    for (int d = 0; d < 3; ++d) {
-      nd.lo[d] = std::numeric_limits<T>::infinity();
-      nd.hi[d] = -std::numeric_limits<T>::infinity();
-    }
-    for (int64_t i = b; i < e; ++i)
-      for (int d = 0; d < 3; ++d) {
-        const T v = pts[order_[i] * 3 + d];
-        nd.lo[d] = std::min(nd.lo[d], v);
-        nd.hi[d] = std::max(nd.hi[d], v);
-      }
-    nodes_[id] = nd;
-    if (e - b > kLeafSize) {
-      int axis = 0;
-      for (int d = 1; d < 3; ++d)
-        if (nd.hi[d] - nd.lo[d] > nd.hi[axis] - nd.lo[axis]) axis = d;
-      const int64_t mid = b + (e - b) / 2;
-      std::nth_element(order_.begin() + b, order_.begin() + mid, order_.begin() + e,
-                       [&](int64_t x, int64_t y) { return pts[x * 3 + axis] < pts[y * 3 + axis]; });
-      const int32_t l = build(pts, b, mid, id);
-      const int32_t r = build(pts, mid, e, id);
-      nodes_[id].left = l;
-      nodes_[id].right = r;
-    }
-    return id;
-  }
-
-  void refresh(int64_t id) {
-    Node& nd = nodes_[id];
+  void refresh(int32_t id) {
+    const auto& nd = tree_.nodes()[id];
     if (nd.leaf()) {
       T best = -std::numeric_limits<T>::infinity();
-      int64_t arg = order_[nd.begin];
+      int64_t arg = tree_.original(nd.begin);
       for (int64_t i = nd.begin; i < nd.end; ++i)
-        if (better(mind_[i], order_[i], best, arg)) {
+        if (better(mind_[i], tree_.original(i), best, arg)) {
           best = mind_[i];
-          arg = order_[i];
+          arg = tree_.original(i);
         }
-      nd.max = best;
-      nd.arg = arg;
+      max_[id] = best;
+      arg_[id] = arg;
     } else {
-      const Node& l = nodes_[nd.left];
-      const Node& r = nodes_[nd.right];
-      const bool take_r = better(r.max, r.arg, l.max, l.arg);
-      nd.max = take_r ? r.max : l.max;
-      nd.arg = take_r ? r.arg : l.arg;
+      const bool take_r = better(max_[nd.right], arg_[nd.right], max_[nd.left], arg_[nd.left]);
+      const int32_t c = take_r ? nd.right : nd.left;
+      max_[id] = max_[c];
+      arg_[id] = arg_[c];
     }
   }
 
   void select(int64_t orig) {
     const int64_t i = pos_[orig];
     mind_[i] = -std::numeric_limits<T>::infinity();
-    int32_t id = leaf_of(i);
-    for (; id >= 0; id = nodes_[id].parent) refresh(id);
-  }
-
-  int32_t leaf_of(int64_t i) const {
+    const auto& nodes = tree_.nodes();
     int32_t id = 0;
-    while (!nodes_[id].leaf()) id = i < nodes_[nodes_[id].left].end ? nodes_[id].left : nodes_[id].right;
-    return id;
+    while (!nodes[id].leaf()) id = i < nodes[nodes[id].left].end ? nodes[id].left : nodes[id].right;
+    for (; id >= 0; id = nodes[id].parent) refresh(id);
   }
 
-  T box_dist(const Node& nd, T x, T y, T z) const {
-    const T s[3] = {x, y, z};
-    T acc = 0;
-    for (int d = 0; d < 3; ++d) {
-      T g = 0;
-      if (s[d] < nd.lo[d]) g = nd.lo[d] - s[d];
-      else if (s[d] > nd.hi[d]) g = s[d] - nd.hi[d];
-      acc = d == 0 ? g * g : acc + g * g;
-    }
-    return acc;
-  }
-
-  // Returns whether the node's maximum may have changed.
-  bool visit(int32_t id, T x, T y, T z) {
-    Node& nd = nodes_[id];
-    if (!(box_dist(nd, x, y, z) < nd.max)) return false;
+  // Lowers min-distances below node `id` for the new sample c; returns whether any may have changed.
+  bool visit(int32_t id, const T* c) {
+    const auto& nd = tree_.nodes()[id];
+    if (!(tree_.box_dist(nd, c) < max_[id])) return false;
     if (nd.leaf()) {
-      const T* X = xyz_[0].data();
-      const T* Y = xyz_[1].data();
-      const T* Z = xyz_[2].data();
-      T* md = mind_.data();
       for (int64_t i = nd.begin; i < nd.end; ++i) {
-        T dx = X[i] - x, dy = Y[i] - y, dz = Z[i] - z;
-        T d = dx * dx;
-        d = d + dy * dy;
-        d = d + dz * dz;
-        md[i] = d < md[i] ? d : md[i];
+        const T d = sqdist<T, 3>(tree_.point(i), c);
+        mind_[i] = d < mind_[i] ? d : mind_[i];
       }
       refresh(id);
       return true;
     }
-    const bool a = visit(nd.left, x, y, z);
-    const bool b = visit(nd.right, x, y, z);
+    const bool a = visit(nd.left, c);
+    const bool b = visit(nd.right, c);
     if (a || b) refresh(id);
     return a || b;
   }
 
-  void update(T x, T y, T z) { visit(0, x, y, z); }
-
-  int64_t n_;
-  std::vector<int64_t> order_, pos_;
-  std::vector<T> xyz_[3];
+  Tree tree_;
+  std::vector<int64_t> pos_;
   std::vector<T> mind_;
-  std::vector<Node> nodes_;
+  std::vector<T> max_;
+  std::vector<int64_t> arg_;
 };
 
 template <typename T>
