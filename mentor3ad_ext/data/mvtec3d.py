@@ -145,6 +145,11 @@ def list_mvtec3d_samples(root: str | os.PathLike, classes: str | Iterable[str] |
             if not defects:
                 _report(problems, DatasetError(split_dir, "no defect folders (e.g. good/) found"))
                 continue
+            if defects == ["data"]:
+                _report(problems, DatasetError(split_dir / "data", "this is the original "
+                                               "Eyecandies layout; read it with "
+                                               "EyecandiesDataset"))
+                continue
             for defect in defects:
                 if split != "test" and defect != "good":
                     _report(problems, DatasetError(split_dir / defect, f"the {split} split may "
