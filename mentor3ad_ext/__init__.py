@@ -12,6 +12,7 @@ from .ops import (  # noqa: E402
     Groups,
     group_points,
     interpolate_features,
+    interpolate_to_grid,
     weighted_gather,
     KNN,
     ball_query,
@@ -36,6 +37,7 @@ __all__ = [
     "ball_query",
     "weighted_gather",
     "interpolate_features",
+    "interpolate_to_grid",
     "Groups",
     "group_points",
 ]

@@ -6,3 +6,4 @@ from .ball_query import ball_query  # noqa: F401
 from .weighted_gather import weighted_gather  # noqa: F401
 from .interpolate import interpolate_features  # noqa: F401
 from .group import Groups, group_points  # noqa: F401
+from .interpolate_grid import interpolate_to_grid  # noqa: F401
