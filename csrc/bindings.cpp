@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/finite.h"
 #include "common/parallel.h"
 #include "ball_query/ball_query.h"
 #include "fps/fps.h"
@@ -173,6 +174,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info);
   m.def("get_num_threads", &m3ad::get_num_threads);
   m.def("set_num_threads", &m3ad::set_num_threads, py::arg("n"), nogil);
+  m.def("first_non_finite", [](uintptr_t data, int64_t n, int dtype) {
+    return m3ad::first_non_finite(as_ptr<const void>(data), n, m3ad::to_dtype(dtype));
+  }, nogil);
 
   // ---- fps ----
   m.def("fps", &fps, nogil);

@@ -10,6 +10,8 @@
 #include <numeric>
 #include <vector>
 
+#include "common/parallel.h"
+
 namespace m3ad {
 
 // Squared Euclidean (kNorm == 2) or L1 (kNorm == 1) distance, summed over dims in index order.
@@ -51,8 +53,8 @@ class KdTree {
     order_.resize(n);
     coords_.resize(static_cast<size_t>(n) * D);
     if (n == 0) return;
-    nodes_.reserve(static_cast<size_t>(2 * (n / leaf_size + 1) + 1));
-    build(recs.data(), 0, n, -1);
+    nodes_.resize(static_cast<size_t>(subtree_nodes(n)));
+    build_parallel(recs.data(), n);
     for (int64_t i = 0; i < n; ++i) {
       order_[i] = recs[i].index;
       for (int j = 0; j < D; ++j) coords_[i * D + j] = recs[i].c[j];
@@ -93,13 +95,56 @@ class KdTree {
     int64_t index;
   };
 
-  int32_t build(Rec* recs, int64_t b, int64_t e, int32_t parent) {
-    const int32_t id = static_cast<int32_t>(nodes_.size());
-    nodes_.emplace_back();
-    Node nd;
+  // Median splits make the tree's shape a function of sizes alone, so node ids are known in
+  // advance (pre-order: left child id + 1, right child after the whole left subtree) and
+  // subtrees can be built concurrently into their own slots. The result is the same for any
+  // number of threads.
+  int64_t subtree_nodes(int64_t n) const {
+    if (n <= leaf_size_) return 1;
+    return 1 + subtree_nodes(n / 2) + subtree_nodes(n - n / 2);
+  }
+
+  struct Task {
+    int64_t b, e;
+    int32_t id, parent;
+  };
+
+  void build_parallel(Rec* recs, int64_t n) {
+    // Split serially, breadth first, until there is enough independent work for every thread.
+    std::vector<Task> tasks{{0, n, 0, -1}};
+    const size_t want = static_cast<size_t>(4 * get_num_threads());
+    while (tasks.size() < want && n > 64 * leaf_size_) {
+      std::vector<Task> next;
+      bool split_any = false;
+      for (const Task& t : tasks) {
+        if (t.e - t.b <= 16 * leaf_size_) {
+          next.push_back(t);
+          continue;
+        }
+        const int64_t mid = split(recs, t.b, t.e, t.id, t.parent);
+        const int32_t l = t.id + 1;
+        const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - t.b));
+        nodes_[t.id].left = l;
+        nodes_[t.id].right = r;
+        next.push_back({t.b, mid, l, t.id});
+        next.push_back({mid, t.e, r, t.id});
+        split_any = true;
+      }
+      tasks.swap(next);
+      if (!split_any) break;
+    }
+    parallel_for(static_cast<int64_t>(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) build(recs, tasks[t].b, tasks[t].e, tasks[t].id, tasks[t].parent);
+    });
+  }
+
+  // Fills node `id` for records [b, e); returns the split position (e when it is a leaf).
+  int64_t split(Rec* recs, int64_t b, int64_t e, int32_t id, int32_t parent) {
+    Node& nd = nodes_[id];
     nd.begin = b;
     nd.end = e;
     nd.parent = parent;
+    nd.left = nd.right = -1;
     for (int j = 0; j < D; ++j) {
       nd.lo[j] = std::numeric_limits<T>::infinity();
       nd.hi[j] = -std::numeric_limits<T>::infinity();
@@ -109,20 +154,25 @@ class KdTree {
         nd.lo[j] = std::min(nd.lo[j], recs[i].c[j]);
         nd.hi[j] = std::max(nd.hi[j], recs[i].c[j]);
       }
-    nodes_[id] = nd;
-    if (e - b > leaf_size_) {
-      int axis = 0;
-      for (int j = 1; j < D; ++j)
-        if (nd.hi[j] - nd.lo[j] > nd.hi[axis] - nd.lo[axis]) axis = j;
-      const int64_t mid = b + (e - b) / 2;
-      std::nth_element(recs + b, recs + mid, recs + e,
-                       [axis](const Rec& x, const Rec& y) { return x.c[axis] < y.c[axis]; });
-      const int32_t l = build(recs, b, mid, id);
-      const int32_t r = build(recs, mid, e, id);
-      nodes_[id].left = l;
-      nodes_[id].right = r;
-    }
-    return id;
+    if (e - b <= leaf_size_) return e;
+    int axis = 0;
+    for (int j = 1; j < D; ++j)
+      if (nd.hi[j] - nd.lo[j] > nd.hi[axis] - nd.lo[axis]) axis = j;
+    const int64_t mid = b + (e - b) / 2;
+    std::nth_element(recs + b, recs + mid, recs + e,
+                     [axis](const Rec& x, const Rec& y) { return x.c[axis] < y.c[axis]; });
+    return mid;
+  }
+
+  void build(Rec* recs, int64_t b, int64_t e, int32_t id, int32_t parent) {
+    const int64_t mid = split(recs, b, e, id, parent);
+    if (mid == e) return;
+    const int32_t l = id + 1;
+    const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - b));
+    nodes_[id].left = l;
+    nodes_[id].right = r;
+    build(recs, b, mid, l, id);
+    build(recs, mid, e, r, id);
   }
 
   int leaf_size_;

@@ -82,7 +82,19 @@ def check_same_device(op: str, **tensors: Optional[torch.Tensor]) -> None:
 def check_finite(op: str, name: str, t: torch.Tensor) -> None:
     if not value_checks_enabled() or t.numel() == 0:
         return
-    # One float64 sum is ~50x cheaper than isfinite().all(): NaN and Inf propagate into it, and
+    if t.device.type == "cpu" and t.dtype in FLOAT_DTYPES:
+        # Our own threads: a torch reduction here would wake torch's OpenMP team, whose
+        # spinning threads then slow down the kernel that follows on the same cores.
+        from ._launch import C
+
+        flat = t.contiguous()
+        first = C().first_non_finite(flat.data_ptr(), flat.numel(), 0 if flat.dtype == torch.float32 else 1)
+        if first < 0:
+            return
+        bad = list(torch.unravel_index(torch.tensor(first), t.shape))
+        raise ValueError(f"{op}: {name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}); "
+                         "coordinates must be finite")
+    # One float64 sum is far cheaper than isfinite().all(): NaN and Inf propagate into it, and
     # float32 data cannot overflow it. Only a non-finite sum pays for the exact element check.
     if bool(torch.isfinite(t.sum(dtype=torch.float64))):
         return
