@@ -182,3 +182,11 @@ def test_property(B, P1, P2, K, D, seed):
     l2 = torch.randint(0, P2 + 1, (B,), generator=g)
     got = _check(p1, p2, l1, l2, K=K)
     assert got.idx.shape == (B, P1, K)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_k_not_capped(device):
+    # torch_cluster caps k at 100; any K must work and stay exact.
+    p1, p2 = torch.randn(1, 20, 3, device=device), torch.randn(1, 400, 3, device=device)
+    got = _check(p1, p2, K=250)
+    assert (got.idx >= 0).all()
