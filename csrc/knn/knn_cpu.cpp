@@ -15,6 +15,9 @@ inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
   return a ? std::min<int64_t>(std::max<int64_t>(a[b], 0), hi) : hi;
 }
 
+constexpr int kMaxLeaf = 32;
+constexpr int kLeaf = 24;  // a leaf holds at most kLeaf points (<= kMaxLeaf)
+
 template <typename T, int D, int kNorm>
 void tree_query(const KdTree<T, D>& tree, const T* q, TopK<T>& heap) {
   using Node = typename KdTree<T, D>::Node;
@@ -28,8 +31,14 @@ void tree_query(const KdTree<T, D>& tree, const T* q, TopK<T>& heap) {
     if (heap.full() && bound > heap.worst()) continue;
     const Node& nd = nodes[id];
     if (nd.leaf()) {
-      for (int64_t i = nd.begin; i < nd.end; ++i)
-        heap.push(sqdist<T, D, kNorm>(tree.point(i), q), tree.original(i));
+      // Distances of the whole leaf first (a loop the compiler vectorises), then the few that
+      // can enter the heap.
+      T d[kMaxLeaf];
+      const int64_t n = nd.end - nd.begin;
+      const T* pts = tree.point(nd.begin);
+      for (int64_t i = 0; i < n; ++i) d[i] = sqdist<T, D, kNorm>(pts + i * D, q);
+      for (int64_t i = 0; i < n; ++i)
+        if (!heap.full() || d[i] <= heap.worst()) heap.push(d[i], tree.original(nd.begin + i));
       continue;
     }
     const T bl = tree.template box_dist<kNorm>(nodes[nd.left], q);
@@ -57,7 +66,7 @@ void run_tree(const KnnParams& p) {
   parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
       trees[b] = std::make_unique<KdTree<T, D>>(static_cast<const T*>(p.p2) + b * p.P2 * D,
-                                                clamp_len(p.lengths2, b, p.P2));
+                                                clamp_len(p.lengths2, b, p.P2), kLeaf);
   });
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
