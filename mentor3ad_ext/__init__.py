@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 
 from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
 from .ops import (  # noqa: E402
+    grid_to_points,
+    points_to_grid,
     sample_farthest_points,
     set_value_checks,
     value_checks,
@@ -22,4 +24,6 @@ __all__ = [
     "set_value_checks",
     "value_checks",
     "sample_farthest_points",
+    "points_to_grid",
+    "grid_to_points",
 ]

@@ -4,3 +4,4 @@ Tests compare the fast paths against these; benchmarks use them as the baseline;
 run on them (`ops="reference"`) to measure the end-to-end speed-up.
 """
 from .fps import sample_farthest_points  # noqa: F401
+from .projection import grid_to_points, points_to_grid  # noqa: F401
