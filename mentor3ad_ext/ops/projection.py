@@ -33,6 +33,7 @@ MODES = ("bilinear", "nearest")
 @torch.library.custom_op("mentor3ad::pixel_corners", mutates_args=())
 def _pixel_corners_op(uv: torch.Tensor, height: int, width: int, bilinear: bool,
                       align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # (weights, index): the float output first (opcheck sums the outputs into one tensor).
     B, N, _ = uv.shape
     K = 4 if bilinear else 1
     index = torch.empty((B, N * K), dtype=torch.int64, device=uv.device)
@@ -41,14 +42,14 @@ def _pixel_corners_op(uv: torch.Tensor, height: int, width: int, bilinear: bool,
         dev, stream = device_args(uv)
         C().pixel_corners(ptr(uv), ptr(index), ptr(weights), B, N, height, width, bilinear, align_corners,
                           dtype_tag(uv), dev, stream)
-    return index, weights
+    return weights, index
 
 
 @_pixel_corners_op.register_fake
 def _(uv, height, width, bilinear, align_corners):
     B, N, _ = uv.shape
     K = 4 if bilinear else 1
-    return uv.new_empty((B, N * K), dtype=torch.int64), uv.new_empty((B, N * K))
+    return uv.new_empty((B, N * K)), uv.new_empty((B, N * K), dtype=torch.int64)
 
 
 @torch.library.custom_op("mentor3ad::pixel_corners_backward", mutates_args=())
@@ -74,7 +75,7 @@ def _corners_setup(ctx, inputs, output):
     ctx.args = (height, width, bilinear, align_corners)
 
 
-def _corners_backward(ctx, _grad_index, grad_weights):
+def _corners_backward(ctx, grad_weights, _grad_index):
     (uv,) = ctx.saved_tensors
     height, width, bilinear, align_corners = ctx.args
     if not bilinear or grad_weights is None:
@@ -186,7 +187,7 @@ def grid_to_points(grid: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear",
     coords = ck.as_float_input(uv)
     N = uv.shape[1]
     bilinear = mode == "bilinear"
-    index, weights = _pixel_corners_op(coords, H, W, bilinear, align_corners)
+    weights, index = _pixel_corners_op(coords, H, W, bilinear, align_corners)
     src = g.view(B, Cc, H * W).transpose(1, 2)  # (B, HW, C) view: read in place, channel stride HW
     # Nearest weights are exactly 1 (products unchanged); they keep uv in the graph (zero gradient).
     out = _gather_rows_op(src, index, 4 if bilinear else 1, weights)
