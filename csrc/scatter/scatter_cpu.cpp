@@ -13,21 +13,40 @@
 namespace m3ad {
 namespace {
 
-constexpr int64_t kTileRows = 64;
-constexpr int64_t kTileChannels = 64;
-
 struct Entry {
   int64_t m, s;
   double w;
 };
 
+// Tile shape: with channel-contiguous values a tile spans many channels (each entry's row is one
+// contiguous read); with channel-strided values (channels-first images) it spans few channels
+// and many rows, so that the channel planes it reads stay in cache.
+struct TileShape {
+  int64_t rows, channels;
+};
+
+TileShape tile_shape(const SegmentReduceParams& p) {
+  if (p.vs_c == 1 || p.C == 1) return {64, 64};
+  return {1024, 8};
+}
+
+struct Scratch {
+  std::vector<Entry> ents;
+  std::vector<int64_t> starts;
+  std::vector<double> acc;
+  std::vector<int64_t> arg;
+};
+
+// Same arithmetic as seg::reduce_element / seg::take / seg::finish (segment_rules.h), written
+// as loops over channels: sum starts at 0.0 and adds w*v in ascending m; max keeps the first
+// largest (NaN wins); mean divides by the row's entry count.
 template <typename T, Reduce R>
 void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                 std::vector<Entry>& ents, std::vector<int64_t>& starts, std::vector<seg::Acc>& acc) {
+                 Scratch& sc) {
   const int64_t nr = r1 - r0, nc = c1 - c0;
   // Resolve each row's entries once (entry id, source row, weight), in ascending m.
-  ents.clear();
-  starts.assign(static_cast<size_t>(nr + 1), 0);
+  sc.ents.clear();
+  sc.starts.assign(static_cast<size_t>(nr + 1), 0);
   for (int64_t r = r0; r < r1; ++r) {
     const seg::Span sp = seg::row_span(p, b, r);
     for (int64_t j = sp.begin; j < sp.end; ++j) {
@@ -35,35 +54,67 @@ void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1
       if (m < 0) continue;
       const int64_t s = seg::source_of(p, b, m);
       if (s < 0) continue;
-      ents.push_back({m, s, seg::weight_of<T>(p, b, m)});
+      sc.ents.push_back({m, s, seg::weight_of<T>(p, b, m)});
     }
-    starts[r - r0 + 1] = static_cast<int64_t>(ents.size());
+    sc.starts[r - r0 + 1] = static_cast<int64_t>(sc.ents.size());
   }
-  acc.assign(static_cast<size_t>(nr * nc), seg::Acc{});
+  const int64_t* st = sc.starts.data();
+  const Entry* ents = sc.ents.data();
+  sc.acc.resize(static_cast<size_t>(nr * nc));
+  double* acc = sc.acc.data();
+  int64_t* arg = nullptr;
+  if (R == Reduce::kMax) {
+    sc.arg.resize(static_cast<size_t>(nr * nc));
+    arg = sc.arg.data();
+  }
   const T* vals = static_cast<const T*>(p.values) + b * p.vs_b;
+  auto first = [&](int64_t i, int64_t c, const Entry& e, double x) {
+    if (R == Reduce::kMax) {
+      acc[i * nc + c] = x;
+      arg[i * nc + c] = e.m;
+    } else {
+      acc[i * nc + c] = 0.0 + x;
+    }
+  };
+  auto next = [&](int64_t i, int64_t c, const Entry& e, double x) {
+    double& a = acc[i * nc + c];
+    if (R == Reduce::kMax) {
+      if (x > a || (x != x && a == a)) a = x, arg[i * nc + c] = e.m;
+    } else {
+      a = a + x;
+    }
+  };
   if (p.vs_c == 1 || nc == 1) {
     for (int64_t i = 0; i < nr; ++i) {
-      seg::Acc* a = acc.data() + i * nc;
-      for (int64_t e = starts[i]; e < starts[i + 1]; ++e) {
+      for (int64_t e = st[i]; e < st[i + 1]; ++e) {
         const T* v = vals + ents[e].s * p.vs_s + c0 * p.vs_c;
         const double w = ents[e].w;
-        for (int64_t c = 0; c < nc; ++c) seg::take<R>(a[c], w * static_cast<double>(v[c * p.vs_c]), ents[e].m);
+        if (e == st[i]) {
+          for (int64_t c = 0; c < nc; ++c) first(i, c, ents[e], w * static_cast<double>(v[c * p.vs_c]));
+        } else {
+          for (int64_t c = 0; c < nc; ++c) next(i, c, ents[e], w * static_cast<double>(v[c * p.vs_c]));
+        }
       }
     }
-  } else {  // channel-strided values (e.g. a channels-first image): one channel plane at a time
+  } else {  // channel-strided values: one channel plane at a time
     for (int64_t c = 0; c < nc; ++c) {
       const T* v = vals + (c0 + c) * p.vs_c;
       for (int64_t i = 0; i < nr; ++i)
-        for (int64_t e = starts[i]; e < starts[i + 1]; ++e)
-          seg::take<R>(acc[i * nc + c], ents[e].w * static_cast<double>(v[ents[e].s * p.vs_s]), ents[e].m);
+        for (int64_t e = st[i]; e < st[i + 1]; ++e) {
+          const double x = ents[e].w * static_cast<double>(v[ents[e].s * p.vs_s]);
+          if (e == st[i]) first(i, c, ents[e], x);
+          else next(i, c, ents[e], x);
+        }
     }
   }
   T* out = static_cast<T*>(p.out) + b * p.os_b;
   auto put = [&](int64_t i, int64_t c) {
-    const seg::Acc& a = acc[i * nc + c];
-    out[(r0 + i) * p.os_r + (c0 + c) * p.os_c] = static_cast<T>(seg::finish<R>(a));
+    const int64_t n = st[i + 1] - st[i];
+    double x = n ? acc[i * nc + c] : 0.0;
+    if (R == Reduce::kMean && n) x = x / static_cast<double>(n);
+    out[(r0 + i) * p.os_r + (c0 + c) * p.os_c] = static_cast<T>(x);
     if (R == Reduce::kMax && p.argmax)
-      p.argmax[b * p.as_b + (r0 + i) * p.as_r + (c0 + c) * p.as_c] = a.n ? a.arg : -1;
+      p.argmax[b * p.as_b + (r0 + i) * p.as_r + (c0 + c) * p.as_c] = n ? arg[i * nc + c] : -1;
   };
   if (p.os_c == 1 || nr == 1) {
     for (int64_t i = 0; i < nr; ++i)
@@ -76,17 +127,15 @@ void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1
 
 template <typename T, Reduce R>
 void segment_reduce_typed(const SegmentReduceParams& p) {
-  const int64_t nrt = (p.R + kTileRows - 1) / kTileRows;
-  const int64_t nct = (p.C + kTileChannels - 1) / kTileChannels;
+  const TileShape ts = tile_shape(p);
+  const int64_t nrt = (p.R + ts.rows - 1) / ts.rows;
+  const int64_t nct = (p.C + ts.channels - 1) / ts.channels;
   parallel_for(p.B * nrt * nct, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<Entry> ents;
-    std::vector<int64_t> starts;
-    std::vector<seg::Acc> acc;
+    Scratch sc;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ct = t % nct, rt = (t / nct) % nrt, b = t / (nct * nrt);
-      const int64_t r0 = rt * kTileRows, c0 = ct * kTileChannels;
-      reduce_tile<T, R>(p, b, r0, std::min(p.R, r0 + kTileRows), c0, std::min(p.C, c0 + kTileChannels), ents,
-                        starts, acc);
+      const int64_t r0 = rt * ts.rows, c0 = ct * ts.channels;
+      reduce_tile<T, R>(p, b, r0, std::min(p.R, r0 + ts.rows), c0, std::min(p.C, c0 + ts.channels), sc);
     }
   });
 }
