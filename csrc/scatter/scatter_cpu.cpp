@@ -4,6 +4,7 @@
 // The per-element operation sequence (entries in ascending m, double accumulation) is the same
 // for either visiting order, so results do not depend on the layout or the thread count.
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "common/parallel.h"
@@ -13,11 +14,6 @@
 namespace m3ad {
 namespace {
 
-struct Entry {
-  int64_t m, s;
-  double w;
-};
-
 // Tile shape: with channel-contiguous values a tile spans many channels (each entry's row is one
 // contiguous read); with channel-strided values (channels-first images) it spans few channels
 // and many rows, so that the channel planes it reads stay in cache.
@@ -25,27 +21,47 @@ struct TileShape {
   int64_t rows, channels;
 };
 
+template <typename T>
 TileShape tile_shape(const SegmentReduceParams& p) {
   if (p.vs_c == 1 || p.C == 1) return {64, 64};
-  return {1024, 8};
+  // ~256 KiB of channel planes per tile (a plane spans about vs_c elements), 8 to 64 channels.
+  const int64_t plane = std::max<int64_t>(std::abs(p.vs_c), 1) * static_cast<int64_t>(sizeof(T));
+  return {1024, std::min<int64_t>(64, std::max<int64_t>(8, (int64_t{256} << 10) / plane))};
 }
 
+// The resolved entries of a tile's rows (structure of arrays) and its accumulators.
 struct Scratch {
-  std::vector<Entry> ents;
-  std::vector<int64_t> starts;
-  std::vector<double> acc;
-  std::vector<int64_t> arg;
+  std::vector<int64_t> m, src, starts, arg;
+  std::vector<double> w, acc;
 };
 
-// Same arithmetic as seg::reduce_element / seg::take / seg::finish (segment_rules.h), written
-// as loops over channels: sum starts at 0.0 and adds w*v in ascending m; max keeps the first
-// largest (NaN wins); mean divides by the row's entry count.
+// Reduces one channel of one row over its entries [e0, e1) (non-empty): the arithmetic of
+// seg::take (segment_rules.h) with the first entry peeled: sum/mean start at 0.0 and add w*v in
+// ascending m; max keeps the first largest, NaN beating numbers.
+template <typename T, Reduce R>
+inline double reduce_run(const T* v, int64_t stride, const int64_t* src, const double* w, const int64_t* m,
+                         int64_t e0, int64_t e1, int64_t* arg) {
+  if (R == Reduce::kMax) {
+    double a = w[e0] * static_cast<double>(v[src[e0] * stride]);
+    int64_t best = m[e0];
+    for (int64_t e = e0 + 1; e < e1; ++e) {
+      const double x = w[e] * static_cast<double>(v[src[e] * stride]);
+      if (x > a || (x != x && a == a)) a = x, best = m[e];
+    }
+    *arg = best;
+    return a;
+  }
+  double a = 0.0 + w[e0] * static_cast<double>(v[src[e0] * stride]);
+  for (int64_t e = e0 + 1; e < e1; ++e) a = a + w[e] * static_cast<double>(v[src[e] * stride]);
+  return a;
+}
+
 template <typename T, Reduce R>
 void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                  Scratch& sc) {
   const int64_t nr = r1 - r0, nc = c1 - c0;
   // Resolve each row's entries once (entry id, source row, weight), in ascending m.
-  sc.ents.clear();
+  sc.m.clear(), sc.src.clear(), sc.w.clear();
   sc.starts.assign(static_cast<size_t>(nr + 1), 0);
   for (int64_t r = r0; r < r1; ++r) {
     const seg::Span sp = seg::row_span(p, b, r);
@@ -54,57 +70,54 @@ void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1
       if (m < 0) continue;
       const int64_t s = seg::source_of(p, b, m);
       if (s < 0) continue;
-      sc.ents.push_back({m, s, seg::weight_of<T>(p, b, m)});
+      sc.m.push_back(m);
+      sc.src.push_back(s);
+      sc.w.push_back(seg::weight_of<T>(p, b, m));
     }
-    sc.starts[r - r0 + 1] = static_cast<int64_t>(sc.ents.size());
+    sc.starts[r - r0 + 1] = static_cast<int64_t>(sc.m.size());
   }
   const int64_t* st = sc.starts.data();
-  const Entry* ents = sc.ents.data();
+  const int64_t *em = sc.m.data(), *es = sc.src.data();
+  const double* ew = sc.w.data();
   sc.acc.resize(static_cast<size_t>(nr * nc));
+  sc.arg.resize(R == Reduce::kMax ? static_cast<size_t>(nr * nc) : 0);
   double* acc = sc.acc.data();
-  int64_t* arg = nullptr;
-  if (R == Reduce::kMax) {
-    sc.arg.resize(static_cast<size_t>(nr * nc));
-    arg = sc.arg.data();
-  }
+  int64_t* arg = sc.arg.data();
+  int64_t dummy = 0;
   const T* vals = static_cast<const T*>(p.values) + b * p.vs_b;
-  auto first = [&](int64_t i, int64_t c, const Entry& e, double x) {
-    if (R == Reduce::kMax) {
-      acc[i * nc + c] = x;
-      arg[i * nc + c] = e.m;
-    } else {
-      acc[i * nc + c] = 0.0 + x;
-    }
-  };
-  auto next = [&](int64_t i, int64_t c, const Entry& e, double x) {
-    double& a = acc[i * nc + c];
-    if (R == Reduce::kMax) {
-      if (x > a || (x != x && a == a)) a = x, arg[i * nc + c] = e.m;
-    } else {
-      a = a + x;
-    }
-  };
   if (p.vs_c == 1 || nc == 1) {
+    // Entry-major: one contiguous value row per entry; the channel loop vectorises for sums.
     for (int64_t i = 0; i < nr; ++i) {
-      for (int64_t e = st[i]; e < st[i + 1]; ++e) {
-        const T* v = vals + ents[e].s * p.vs_s + c0 * p.vs_c;
-        const double w = ents[e].w;
-        if (e == st[i]) {
-          for (int64_t c = 0; c < nc; ++c) first(i, c, ents[e], w * static_cast<double>(v[c * p.vs_c]));
-        } else {
-          for (int64_t c = 0; c < nc; ++c) next(i, c, ents[e], w * static_cast<double>(v[c * p.vs_c]));
+      const int64_t e0 = st[i], e1 = st[i + 1];
+      if (e0 == e1) continue;
+      double* a = acc + i * nc;
+      const T* v0 = vals + es[e0] * p.vs_s + c0 * p.vs_c;
+      if (R == Reduce::kMax) {
+        for (int64_t c = 0; c < nc; ++c) a[c] = ew[e0] * static_cast<double>(v0[c * p.vs_c]), arg[i * nc + c] = em[e0];
+        for (int64_t e = e0 + 1; e < e1; ++e) {
+          const T* v = vals + es[e] * p.vs_s + c0 * p.vs_c;
+          for (int64_t c = 0; c < nc; ++c) {
+            const double x = ew[e] * static_cast<double>(v[c * p.vs_c]);
+            if (x > a[c] || (x != x && a[c] == a[c])) a[c] = x, arg[i * nc + c] = em[e];
+          }
+        }
+      } else {
+        for (int64_t c = 0; c < nc; ++c) a[c] = 0.0 + ew[e0] * static_cast<double>(v0[c * p.vs_c]);
+        for (int64_t e = e0 + 1; e < e1; ++e) {
+          const T* v = vals + es[e] * p.vs_s + c0 * p.vs_c;
+          const double w = ew[e];
+          for (int64_t c = 0; c < nc; ++c) a[c] = a[c] + w * static_cast<double>(v[c * p.vs_c]);
         }
       }
     }
   } else {  // channel-strided values: one channel plane at a time
     for (int64_t c = 0; c < nc; ++c) {
       const T* v = vals + (c0 + c) * p.vs_c;
-      for (int64_t i = 0; i < nr; ++i)
-        for (int64_t e = st[i]; e < st[i + 1]; ++e) {
-          const double x = ents[e].w * static_cast<double>(v[ents[e].s * p.vs_s]);
-          if (e == st[i]) first(i, c, ents[e], x);
-          else next(i, c, ents[e], x);
-        }
+      for (int64_t i = 0; i < nr; ++i) {
+        if (st[i] == st[i + 1]) continue;
+        acc[i * nc + c] = reduce_run<T, R>(v, p.vs_s, es, ew, em, st[i], st[i + 1],
+                                           R == Reduce::kMax ? arg + i * nc + c : &dummy);
+      }
     }
   }
   T* out = static_cast<T*>(p.out) + b * p.os_b;
@@ -127,7 +140,7 @@ void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1
 
 template <typename T, Reduce R>
 void segment_reduce_typed(const SegmentReduceParams& p) {
-  const TileShape ts = tile_shape(p);
+  const TileShape ts = tile_shape<T>(p);
   const int64_t nrt = (p.R + ts.rows - 1) / ts.rows;
   const int64_t nct = (p.C + ts.channels - 1) / ts.channels;
   parallel_for(p.B * nrt * nct, 1, [&](int64_t t0, int64_t t1) {
