@@ -12,7 +12,8 @@
 #include "ball_query/ball_query.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
-#include "spmm/spmm.h"
+#include "projection/projection.h"
+#include "scatter/scatter.h"
 
 #ifdef M3AD_WITH_CUDA
 #include <cuda_runtime.h>
@@ -97,6 +98,118 @@ size_t fps_workspace_bytes(int64_t B, int64_t P, int dtype) {
 #endif
 }
 
+
+// ---- scatter (deterministic segment reductions) ----
+void rows_plan(uintptr_t index, uintptr_t offsets, uintptr_t order, uintptr_t workspace, int64_t B, int64_t M,
+               int64_t R, int device, uintptr_t stream) {
+  m3ad::RowsPlanParams p;
+  p.index = as_ptr<const int64_t>(index);
+  p.offsets = as_ptr<int64_t>(offsets);
+  p.order = as_ptr<int64_t>(order);
+  p.workspace = as_ptr<void>(workspace);
+  p.B = B, p.M = M, p.R = R;
+  dispatch("rows_plan", p, make_device(device, stream), m3ad::rows_plan_cpu, M3AD_CUDA_FN(m3ad::rows_plan_cuda));
+}
+
+size_t rows_plan_workspace_bytes(int64_t B, int64_t M, int64_t R) {
+#ifdef M3AD_WITH_CUDA
+  return m3ad::rows_plan_cuda_workspace_bytes(B, M, R);
+#else
+  (void)B, (void)M, (void)R;
+  return 0;
+#endif
+}
+
+void segment_reduce(uintptr_t offsets, uintptr_t order, int64_t group, uintptr_t src_index, int64_t src_group,
+                    uintptr_t weights, uintptr_t values, int64_t vs_b, int64_t vs_s, int64_t vs_c, uintptr_t out,
+                    int64_t os_b, int64_t os_r, int64_t os_c, uintptr_t argmax, int64_t as_b, int64_t as_r,
+                    int64_t as_c, int64_t B, int64_t M, int64_t S, int64_t R, int64_t C, int reduce, int dtype,
+                    int device, uintptr_t stream) {
+  m3ad::SegmentReduceParams p;
+  p.offsets = as_ptr<const int64_t>(offsets);
+  p.order = as_ptr<const int64_t>(order);
+  p.group = group;
+  p.src_index = as_ptr<const int64_t>(src_index);
+  p.src_group = src_group;
+  p.weights = as_ptr<const void>(weights);
+  p.values = as_ptr<const void>(values);
+  p.vs_b = vs_b, p.vs_s = vs_s, p.vs_c = vs_c;
+  p.out = as_ptr<void>(out);
+  p.os_b = os_b, p.os_r = os_r, p.os_c = os_c;
+  p.argmax = as_ptr<int64_t>(argmax);
+  p.as_b = as_b, p.as_r = as_r, p.as_c = as_c;
+  p.B = B, p.M = M, p.S = S, p.R = R, p.C = C;
+  p.reduce = m3ad::to_reduce(reduce);
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("segment_reduce", p, make_device(device, stream), m3ad::segment_reduce_cpu,
+           M3AD_CUDA_FN(m3ad::segment_reduce_cuda));
+}
+
+void rows_dot(uintptr_t a, int64_t a_sb, int64_t a_sr, int64_t a_sc, int64_t a_rows, uintptr_t a_index,
+              int64_t a_group, uintptr_t v, int64_t v_sb, int64_t v_sr, int64_t v_sc, int64_t v_rows,
+              uintptr_t v_index, int64_t v_group, uintptr_t out, int64_t B, int64_t M, int64_t C, int dtype,
+              int device, uintptr_t stream) {
+  m3ad::RowsDotParams p;
+  p.a = as_ptr<const void>(a);
+  p.a_sb = a_sb, p.a_sr = a_sr, p.a_sc = a_sc, p.a_rows = a_rows;
+  p.a_index = as_ptr<const int64_t>(a_index);
+  p.a_group = a_group;
+  p.v = as_ptr<const void>(v);
+  p.v_sb = v_sb, p.v_sr = v_sr, p.v_sc = v_sc, p.v_rows = v_rows;
+  p.v_index = as_ptr<const int64_t>(v_index);
+  p.v_group = v_group;
+  p.out = as_ptr<void>(out);
+  p.B = B, p.M = M, p.C = C;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("rows_dot", p, make_device(device, stream), m3ad::rows_dot_cpu, M3AD_CUDA_FN(m3ad::rows_dot_cuda));
+}
+
+void scatter_max_backward(uintptr_t index, uintptr_t argmax, int64_t am_sb, int64_t am_sr, int64_t am_sc,
+                          uintptr_t grad, int64_t g_sb, int64_t g_sr, int64_t g_sc, uintptr_t out, int64_t group,
+                          int64_t B, int64_t M, int64_t S, int64_t R, int64_t C, int dtype, int device,
+                          uintptr_t stream) {
+  m3ad::MaxBackwardParams p;
+  p.index = as_ptr<const int64_t>(index);
+  p.argmax = as_ptr<const int64_t>(argmax);
+  p.am_sb = am_sb, p.am_sr = am_sr, p.am_sc = am_sc;
+  p.grad = as_ptr<const void>(grad);
+  p.g_sb = g_sb, p.g_sr = g_sr, p.g_sc = g_sc;
+  p.out = as_ptr<void>(out);
+  p.group = group;
+  p.B = B, p.M = M, p.S = S, p.R = R, p.C = C;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("scatter_max_backward", p, make_device(device, stream), m3ad::scatter_max_backward_cpu,
+           M3AD_CUDA_FN(m3ad::scatter_max_backward_cuda));
+}
+
+// ---- projection (pixel sampling geometry) ----
+m3ad::PixelCornersParams corners_params(uintptr_t uv, int64_t B, int64_t N, int64_t H, int64_t W, bool bilinear,
+                                        bool align_corners, int dtype) {
+  m3ad::PixelCornersParams p;
+  p.uv = as_ptr<const void>(uv);
+  p.B = B, p.N = N, p.H = H, p.W = W;
+  p.bilinear = bilinear, p.align_corners = align_corners;
+  p.dtype = m3ad::to_dtype(dtype);
+  return p;
+}
+
+void pixel_corners(uintptr_t uv, uintptr_t index, uintptr_t weights, int64_t B, int64_t N, int64_t H, int64_t W,
+                   bool bilinear, bool align_corners, int dtype, int device, uintptr_t stream) {
+  m3ad::PixelCornersParams p = corners_params(uv, B, N, H, W, bilinear, align_corners, dtype);
+  p.index = as_ptr<int64_t>(index);
+  p.weights = as_ptr<void>(weights);
+  dispatch("pixel_corners", p, make_device(device, stream), m3ad::pixel_corners_cpu,
+           M3AD_CUDA_FN(m3ad::pixel_corners_cuda));
+}
+
+void pixel_corners_backward(uintptr_t uv, uintptr_t grad_weights, uintptr_t grad_uv, int64_t B, int64_t N, int64_t H,
+                            int64_t W, bool bilinear, bool align_corners, int dtype, int device, uintptr_t stream) {
+  m3ad::PixelCornersParams p = corners_params(uv, B, N, H, W, bilinear, align_corners, dtype);
+  p.grad_weights = as_ptr<const void>(grad_weights);
+  p.grad_uv = as_ptr<void>(grad_uv);
+  dispatch("pixel_corners_backward", p, make_device(device, stream), m3ad::pixel_corners_backward_cpu,
+           M3AD_CUDA_FN(m3ad::pixel_corners_backward_cuda));
+}
 void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
          uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int dtype,
          int device, uintptr_t stream) {
@@ -127,45 +240,6 @@ void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t length
   dispatch("ball_query", p, make_device(device, stream), m3ad::ball_query_cpu, M3AD_CUDA_FN(m3ad::ball_query_cuda));
 }
 
-m3ad::EllParams ell_params(uintptr_t x, uintptr_t idx, uintptr_t w, uintptr_t g, uintptr_t out, int64_t B,
-                           int64_t N, int64_t R, int64_t K, int64_t C, int dtype) {
-  m3ad::EllParams p;
-  p.x = as_ptr<const void>(x);
-  p.idx = as_ptr<const int64_t>(idx);
-  p.w = as_ptr<const void>(w);
-  p.g = as_ptr<const void>(g);
-  p.out = as_ptr<void>(out);
-  p.B = B, p.N = N, p.R = R, p.K = K, p.C = C;
-  p.dtype = m3ad::to_dtype(dtype);
-  return p;
-}
-
-void ell_spmm(uintptr_t x, uintptr_t idx, uintptr_t w, uintptr_t out, int64_t B, int64_t N, int64_t R,
-              int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
-  dispatch("weighted_gather", ell_params(x, idx, w, 0, out, B, N, R, K, C, dtype), make_device(device, stream),
-           m3ad::ell_spmm_cpu, M3AD_CUDA_FN(m3ad::ell_spmm_cuda));
-}
-
-void ell_dot(uintptr_t x, uintptr_t idx, uintptr_t g, uintptr_t out, int64_t B, int64_t N, int64_t R,
-             int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
-  dispatch("weighted_gather backward", ell_params(x, idx, 0, g, out, B, N, R, K, C, dtype),
-           make_device(device, stream), m3ad::ell_dot_cpu, M3AD_CUDA_FN(m3ad::ell_dot_cuda));
-}
-
-void csr_spmm(uintptr_t y, uintptr_t offsets, uintptr_t entries, uintptr_t w, uintptr_t out, int64_t B,
-              int64_t G, int64_t R, int64_t K, int64_t C, int dtype, int device, uintptr_t stream) {
-  m3ad::CsrParams p;
-  p.y = as_ptr<const void>(y);
-  p.offsets = as_ptr<const int64_t>(offsets);
-  p.entries = as_ptr<const int64_t>(entries);
-  p.w = as_ptr<const void>(w);
-  p.out = as_ptr<void>(out);
-  p.B = B, p.G = G, p.R = R, p.K = K, p.C = C;
-  p.dtype = m3ad::to_dtype(dtype);
-  dispatch("weighted_gather backward", p, make_device(device, stream), m3ad::csr_spmm_cpu,
-           M3AD_CUDA_FN(m3ad::csr_spmm_cuda));
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -181,13 +255,18 @@ PYBIND11_MODULE(_C, m) {
   // ---- fps ----
   m.def("fps", &fps, nogil);
   m.def("fps_workspace_bytes", &fps_workspace_bytes);
+  // ---- scatter ----
+  m.def("rows_plan", &rows_plan, nogil);
+  m.def("rows_plan_workspace_bytes", &rows_plan_workspace_bytes);
+  m.def("segment_reduce", &segment_reduce, nogil);
+  m.def("rows_dot", &rows_dot, nogil);
+  m.def("scatter_max_backward", &scatter_max_backward, nogil);
+  // ---- projection ----
+  m.def("pixel_corners", &pixel_corners, nogil);
+  m.def("pixel_corners_backward", &pixel_corners_backward, nogil);
   // ---- knn ----
   m.def("knn", &knn, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
-  // ---- spmm (weighted gather and its transpose) ----
-  m.def("ell_spmm", &ell_spmm, nogil);
-  m.def("ell_dot", &ell_dot, nogil);
-  m.def("csr_spmm", &csr_spmm, nogil);
   // ---- end of op bindings ----
 }

@@ -18,6 +18,8 @@ from .ops import (  # noqa: E402
     ball_query,
     knn_gather,
     knn_points,
+    grid_to_points,
+    points_to_grid,
     sample_farthest_points,
     set_value_checks,
     value_checks,
@@ -40,4 +42,6 @@ __all__ = [
     "interpolate_to_grid",
     "Groups",
     "group_points",
+    "points_to_grid",
+    "grid_to_points",
 ]

@@ -7,3 +7,4 @@ from .weighted_gather import weighted_gather  # noqa: F401
 from .interpolate import interpolate_features  # noqa: F401
 from .group import Groups, group_points  # noqa: F401
 from .interpolate_grid import interpolate_to_grid  # noqa: F401
+from .projection import grid_to_points, points_to_grid  # noqa: F401

@@ -18,12 +18,14 @@ def masked_gather(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def scatter_add_rows(values: torch.Tensor, idx: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """values (B, M, C), idx (B, M) with -1 = skip -> (B, num_rows, C) row sums.
+    """values (B, M, C), idx (B, M) with -1 = skip -> (B, num_rows, C) row sums, deterministic.
 
-    Deterministic on every device (rows summed in entry order, no atomics): it is the transposed
-    weighted gather with unit weights.
+    For backward passes: inputs are trusted (no validation, so symbolic sizes under
+    torch.compile / opcheck pass through).
     """
-    from .weighted_gather import _weighted_gather_dx
+    from ._scatter import _rows_plan_op, _scatter_rows_op
 
-    ones = values.new_ones((values.shape[0], values.shape[1], 1))
-    return _weighted_gather_dx(values.contiguous(), idx[..., None].contiguous(), ones, num_rows)
+    idx = idx.contiguous()
+    offsets, order = _rows_plan_op(idx, num_rows)
+    out, _ = _scatter_rows_op(values.contiguous(), idx, offsets, order, num_rows, "sum", None, False)
+    return out

@@ -8,6 +8,7 @@ import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, ptr
+from ._scatter import gather_rows
 from .gather import masked_gather, scatter_add_rows
 
 OP = "knn_points"
@@ -113,31 +114,6 @@ def knn_points(
     return KNN(dists, idx, nn)
 
 
-@torch.library.custom_op("mentor3ad::knn_gather", mutates_args=())
-def _knn_gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return masked_gather(x, idx).clone()
-
-
-@_knn_gather.register_fake
-def _(x, idx):
-    return x.new_empty((*idx.shape, x.shape[2]))
-
-
-def _gather_setup(ctx, inputs, output):
-    x, idx = inputs
-    ctx.save_for_backward(idx)
-    ctx.num_rows = x.shape[1]
-
-
-def _gather_backward(ctx, grad):
-    (idx,) = ctx.saved_tensors
-    B, C = grad.shape[0], grad.shape[-1]
-    return scatter_add_rows(grad.reshape(B, -1, C), idx.reshape(B, -1), ctx.num_rows), None
-
-
-_knn_gather.register_autograd(_gather_backward, setup_context=_gather_setup)
-
-
 def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Gather features of neighbours: x (B, M, C), idx (B, L, K) -> (B, L, K, C).
 
@@ -159,4 +135,8 @@ def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths: Optional[torch.Tenso
         lengths = ck.check_lengths(op, "lengths", lengths, x.shape[0], x.shape[1], x.device)
         slot = torch.arange(idx.shape[2], device=idx.device)
         idx = torch.where(slot[None, None, :] < lengths[:, None, None], idx, idx.new_full((), -1))
-    return _knn_gather(x, idx.contiguous())
+    B, L, K = idx.shape
+    if idx.numel() == 0 or x.shape[1] == 0:
+        return x.new_zeros((B, L, K, x.shape[2]))
+    feats = x.float() if x.dtype in ck.HALF_DTYPES else x
+    return gather_rows(feats, idx.reshape(B, L * K)).reshape(B, L, K, x.shape[2]).to(x.dtype)

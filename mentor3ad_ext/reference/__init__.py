@@ -7,3 +7,4 @@ from .fps import sample_farthest_points  # noqa: F401
 from .knn import ball_query, knn_gather, knn_points  # noqa: F401
 from .interpolate import group_points, interpolate_features, weighted_gather  # noqa: F401
 from .interpolate_grid import interpolate_to_grid  # noqa: F401
+from .projection import grid_to_points, points_to_grid  # noqa: F401
