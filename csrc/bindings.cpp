@@ -10,6 +10,7 @@
 #include "common/finite.h"
 #include "common/parallel.h"
 #include "ball_query/ball_query.h"
+#include "coalesce/coalesce.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
 #include "projection/projection.h"
@@ -240,6 +241,21 @@ void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t length
   dispatch("ball_query", p, make_device(device, stream), m3ad::ball_query_cpu, M3AD_CUDA_FN(m3ad::ball_query_cuda));
 }
 
+void coalesce_rows(uintptr_t idx, uintptr_t w, uintptr_t out_idx, uintptr_t out_w, uintptr_t slot,
+                   uintptr_t distinct, int64_t B, int64_t R, int64_t E, int64_t U, int64_t N, bool count_only,
+                   int dtype) {
+  m3ad::CoalesceParams p;
+  p.idx = as_ptr<const int64_t>(idx);
+  p.w = as_ptr<const void>(w);
+  p.out_idx = as_ptr<int64_t>(out_idx);
+  p.out_w = as_ptr<void>(out_w);
+  p.slot = as_ptr<int64_t>(slot);
+  p.distinct = as_ptr<int64_t>(distinct);
+  p.B = B, p.R = R, p.E = E, p.U = U, p.N = N, p.count_only = count_only;
+  p.dtype = m3ad::to_dtype(dtype);
+  m3ad::coalesce_rows_cpu(p);  // CPU only: the CUDA path gathers uncoalesced rows
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -268,5 +284,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("knn", &knn, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
+  // ---- coalesce (CPU) ----
+  m.def("coalesce_rows", &coalesce_rows, nogil);
   // ---- end of op bindings ----
 }
