@@ -11,6 +11,10 @@ from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
 from .ops import (  # noqa: E402
     KNN,
     ball_query,
+    estimate_normals,
+    estimate_normals_organized,
+    fpfh,
+    fpfh_organized,
     knn_gather,
     knn_points,
     sample_farthest_points,
@@ -30,4 +34,8 @@ __all__ = [
     "knn_points",
     "knn_gather",
     "ball_query",
+    "estimate_normals",
+    "estimate_normals_organized",
+    "fpfh",
+    "fpfh_organized",
 ]

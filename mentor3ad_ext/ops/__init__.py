@@ -3,3 +3,5 @@ from ._checks import set_value_checks, value_checks  # noqa: F401
 from .fps import sample_farthest_points  # noqa: F401
 from .knn import KNN, knn_gather, knn_points  # noqa: F401
 from .ball_query import ball_query  # noqa: F401
+from .normals import estimate_normals, estimate_normals_organized  # noqa: F401
+from .fpfh import fpfh, fpfh_organized  # noqa: F401

@@ -5,3 +5,5 @@ run on them (`ops="reference"`) to measure the end-to-end speed-up.
 """
 from .fps import sample_farthest_points  # noqa: F401
 from .knn import ball_query, knn_gather, knn_points  # noqa: F401
+from .normals import estimate_normals  # noqa: F401
+from .fpfh import fpfh  # noqa: F401
