@@ -48,6 +48,15 @@ def wavy_surface(n: int, seed: int = 0, noise: float = 0.002):
     return torch.cat([uv, z[:, None]], 1)
 
 
+def wavy_normals(pts: torch.Tensor) -> torch.Tensor:
+    """Exact unit normals of `wavy_surface` (without its noise) at pts' (x, y), facing the origin."""
+    x, y = pts[:, 0], pts[:, 1]
+    dzdx = 0.3 * torch.cos(6 * x) * torch.cos(5 * y)
+    dzdy = -0.25 * torch.sin(6 * x) * torch.sin(5 * y)
+    n = torch.stack([dzdx, dzdy, -torch.ones_like(x)], 1)
+    return n / n.norm(dim=1, keepdim=True)
+
+
 def angle_deg(a: torch.Tensor, b: torch.Tensor, up_to_sign: bool = False) -> torch.Tensor:
     c = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
     if up_to_sign:

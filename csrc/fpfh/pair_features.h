@@ -39,7 +39,7 @@ M3AD_HD PairFeatures pair_features(const Vec3d& p1, const Vec3d& n1, const Vec3d
   Vec3d v = cross3(d, u);
   const double vn = std::sqrt(v.x * v.x + v.y * v.y + v.z * v.z);
   if (vn == 0.0) return zero;
-  v = scale3(v, 1.0 / vn);
+  v = {v.x / vn, v.y / vn, v.z / vn};  // divide (not multiply by 1/vn), as open3d
   const Vec3d w = cross3(u, v);
   return {std::atan2(dot3(w, t), dot3(u, t)), dot3(v, t), f2};
 }

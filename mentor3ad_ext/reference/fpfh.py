@@ -22,23 +22,35 @@ import torch
 from .normals import neighbour_lists
 
 
+def _dot(a, b) -> float:
+    # Python floats in the kernels' operation order ((x + y) + z, no FMA), so that the source
+    # choice |cos1| < |cos2| - decided by rounding when two normals are equal, and flipping the
+    # sign of theta - comes out as in the kernels.
+    return (a[0] * b[0] + a[1] * b[1]) + a[2] * b[2]
+
+
+def _cross(a, b):
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
 def pair_features(p1, n1, p2, n2):
-    d = p2 - p1
-    length = math.sqrt(float(d @ d))
+    p1, n1, p2, n2 = (tuple(float(c) for c in v) for v in (p1, n1, p2, n2))
+    d = (p2[0] - p1[0], p2[1] - p1[1], p2[2] - p1[2])
+    length = math.sqrt(_dot(d, d))
     if length == 0.0:
         return 0.0, 0.0, 0.0
-    c1, c2 = float(n1 @ d) / length, float(n2 @ d) / length
+    c1, c2 = _dot(n1, d) / length, _dot(n2, d) / length
     if abs(c1) < abs(c2):
-        u, t, d, theta = n2, n1, -d, -c2
+        u, t, d, theta = n2, n1, (-d[0], -d[1], -d[2]), -c2
     else:
         u, t, theta = n1, n2, c1
-    v = np.cross(d, u)
-    vn = math.sqrt(float(v @ v))
+    v = _cross(d, u)
+    vn = math.sqrt(_dot(v, v))
     if vn == 0.0:
         return 0.0, 0.0, 0.0
-    v = v / vn
-    w = np.cross(u, v)
-    return math.atan2(float(w @ t), float(u @ t)), float(v @ t), theta
+    v = (v[0] / vn, v[1] / vn, v[2] / vn)
+    w = _cross(u, v)
+    return math.atan2(_dot(w, t), _dot(u, t)), _dot(v, t), theta
 
 
 def _bin(x: float) -> int:
@@ -73,7 +85,7 @@ def fpfh(points, normals, lengths=None, radius=None, max_nn=100):
                 continue
             acc = np.zeros(33)
             for j in nb[1:]:
-                d2 = float(((pts[j] - pts[i]) ** 2).sum())
+                d2 = _dot(pts[j] - pts[i], pts[j] - pts[i])
                 if d2 > 0:
                     acc += s[j] / d2
             for blk in range(3):
