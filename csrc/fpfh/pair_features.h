@@ -116,9 +116,12 @@ M3AD_HD void fpfh_row(const FpfhParams& p, int64_t r) {
     const double d2 = dx * dx + dy * dy + dz * dz;
     if (d2 == 0.0) continue;
     const double* h = spfh + j * kFpfhDim;
+    // One division per neighbour instead of 33 (open3d divides each bin: results differ from
+    // it in the last bit only).
+    const double w = 1.0 / d2;
     for (int c = 0; c < 3; ++c) {
       for (int m = 0; m < kFpfhBins; ++m) {
-        const double val = h[c * kFpfhBins + m] / d2;
+        const double val = h[c * kFpfhBins + m] * w;
         sum[c] += val;
         acc[c * kFpfhBins + m] += val;
       }

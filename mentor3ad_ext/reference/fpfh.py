@@ -9,7 +9,7 @@ itself first), n = |N(i)|:
   alpha = atan2(w.t, u.t), phi = v.t, theta = u.d / |d|; (0, 0, 0) when |d| = 0 or d x u = 0.
 * SPFH_i: 11 bins per feature (alpha over [-pi, pi], phi and theta over [-1, 1], clamped),
   each pair adding 100 / (n - 1); zero when n <= 1.
-* FPFH_i = SPFH_i + (sum_j SPFH_j / |p_i - p_j|^2), each 11-bin block rescaled to sum 100;
+* FPFH_i = SPFH_i + (sum_j SPFH_j * (1 / |p_i - p_j|^2)), each 11-bin block rescaled to sum 100;
   neighbours at distance 0 are left out; zero when n <= 1.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def fpfh(points, normals, lengths=None, radius=None, max_nn=100):
             for j in nb[1:]:
                 d2 = _dot(pts[j] - pts[i], pts[j] - pts[i])
                 if d2 > 0:
-                    acc += s[j] / d2
+                    acc += s[j] * (1.0 / d2)
             for blk in range(3):
                 tot = acc[11 * blk:11 * blk + 11].sum()
                 if tot != 0:
