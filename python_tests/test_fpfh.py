@@ -170,3 +170,9 @@ def test_opcheck():
     lengths = torch.tensor([60])
     idx, dists, order = neighbourhoods(pts[None], lengths, 8)
     torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_neighbors, (pts[None], nrm[None], idx, dists, order, 0.04))
+
+
+def test_torch_compile():
+    pts = wavy_surface(300, seed=2)[None].float()
+    f = torch.compile(lambda a: m.fpfh(a, m.estimate_normals(a, k=10), max_nn=16))
+    torch.testing.assert_close(f(pts), m.fpfh(pts, m.estimate_normals(pts, k=10), max_nn=16))
