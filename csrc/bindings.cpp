@@ -11,8 +11,10 @@
 #include "common/parallel.h"
 #include "ball_query/ball_query.h"
 #include "coalesce/coalesce.h"
+#include "fpfh/fpfh.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
+#include "normals/normals.h"
 #include "projection/projection.h"
 #include "scatter/scatter.h"
 
@@ -256,6 +258,42 @@ void coalesce_rows(uintptr_t idx, uintptr_t w, uintptr_t out_idx, uintptr_t out_
   m3ad::coalesce_rows_cpu(p);  // CPU only: the CUDA path gathers uncoalesced rows
 }
 
+void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_index,
+             uintptr_t out_normals, uintptr_t out_curvature, int64_t B, int64_t P, int64_t K,
+             double radius2, bool orient, double vx, double vy, double vz, int dtype, int device,
+             uintptr_t stream) {
+  m3ad::NormalsParams p;
+  p.points = as_ptr<const void>(points);
+  p.idx = as_ptr<const int64_t>(idx);
+  p.dists = as_ptr<const void>(dists);
+  p.query_index = as_ptr<const int64_t>(query_index);
+  p.normals = as_ptr<void>(out_normals);
+  p.curvature = as_ptr<void>(out_curvature);
+  p.B = B, p.P = P, p.K = K;
+  p.radius2 = radius2;
+  p.orient = orient;
+  p.viewpoint[0] = vx, p.viewpoint[1] = vy, p.viewpoint[2] = vz;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("estimate_normals", p, make_device(device, stream), m3ad::normals_cpu, M3AD_CUDA_FN(m3ad::normals_cuda));
+}
+
+void fpfh(uintptr_t points, uintptr_t normals, uintptr_t idx, uintptr_t dists, uintptr_t query_index,
+          uintptr_t workspace, uintptr_t out, int64_t B, int64_t P, int64_t K, double radius2,
+          int dtype, int device, uintptr_t stream) {
+  m3ad::FpfhParams p;
+  p.points = as_ptr<const void>(points);
+  p.normals = as_ptr<const void>(normals);
+  p.idx = as_ptr<const int64_t>(idx);
+  p.dists = as_ptr<const void>(dists);
+  p.query_index = as_ptr<const int64_t>(query_index);
+  p.spfh = as_ptr<double>(workspace);
+  p.out = as_ptr<void>(out);
+  p.B = B, p.P = P, p.K = K;
+  p.radius2 = radius2;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("fpfh", p, make_device(device, stream), m3ad::fpfh_cpu, M3AD_CUDA_FN(m3ad::fpfh_cuda));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -286,5 +324,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("ball_query", &ball_query, nogil);
   // ---- coalesce (CPU) ----
   m.def("coalesce_rows", &coalesce_rows, nogil);
+  // ---- normals ----
+  m.def("normals", &normals, nogil);
+  // ---- fpfh ----
+  m.def("fpfh", &fpfh, nogil);
+  m.def("fpfh_workspace_bytes", &m3ad::fpfh_workspace_bytes);
   // ---- end of op bindings ----
 }

@@ -8,3 +8,5 @@ from .interpolate import interpolate_features  # noqa: F401
 from .group import Groups, group_points  # noqa: F401
 from .interpolate_grid import interpolate_to_grid  # noqa: F401
 from .projection import grid_to_points, points_to_grid  # noqa: F401
+from .normals import estimate_normals, estimate_normals_organized  # noqa: F401
+from .fpfh import fpfh, fpfh_organized  # noqa: F401

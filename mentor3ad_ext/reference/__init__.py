@@ -8,3 +8,5 @@ from .knn import ball_query, knn_gather, knn_points  # noqa: F401
 from .interpolate import group_points, interpolate_features, weighted_gather  # noqa: F401
 from .interpolate_grid import interpolate_to_grid  # noqa: F401
 from .projection import grid_to_points, points_to_grid  # noqa: F401
+from .normals import estimate_normals  # noqa: F401
+from .fpfh import fpfh  # noqa: F401

@@ -1,0 +1,68 @@
+// The per-row work of the normal kernels, shared by the CPU and CUDA paths.
+#pragma once
+#include <cstdint>
+
+#include "normals/normals.h"
+#include "normals/sym_eigen3.h"
+
+namespace m3ad {
+
+// Number of leading neighbours of a row that count: valid indices (in range of the cloud) and,
+// with a radius, squared distance strictly below radius2 (the list is sorted by distance).
+template <typename T>
+M3AD_HD int64_t neighbour_count(const int64_t* idx, const T* dists, int64_t K, int64_t P,
+                                bool use_radius, T r2) {
+  int64_t n = 0;
+  while (n < K && idx[n] >= 0 && idx[n] < P && (!use_radius || dists[n] < r2)) ++n;
+  return n;
+}
+
+template <typename T>
+M3AD_HD void normal_row(const NormalsParams& p, int64_t r) {
+  const int64_t b = r / p.P;
+  const int64_t row = r % p.P;
+  int64_t i = p.query_index ? p.query_index[r] : row;
+  if (i < 0 || i >= p.P) return;  // the adapter guarantees a permutation; never write outside
+  const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
+  const int64_t* nb = p.idx + r * p.K;
+  const bool use_radius = p.radius2 >= 0;
+  const T r2 = static_cast<T>(p.radius2);
+  const int64_t n =
+      neighbour_count<T>(nb, p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr, p.K,
+                         p.P, use_radius && p.dists, r2);
+  SmallestEig e{{0.0, 0.0, 0.0}, 0.0};
+  if (n >= 3) {
+    double mx = 0, my = 0, mz = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const T* q = cloud + nb[k] * 3;
+      mx += static_cast<double>(q[0]), my += static_cast<double>(q[1]), mz += static_cast<double>(q[2]);
+    }
+    const double inv_n = 1.0 / static_cast<double>(n);
+    mx *= inv_n, my *= inv_n, mz *= inv_n;
+    Sym3 c{0, 0, 0, 0, 0, 0};
+    for (int64_t k = 0; k < n; ++k) {
+      const T* q = cloud + nb[k] * 3;
+      const double dx = static_cast<double>(q[0]) - mx;
+      const double dy = static_cast<double>(q[1]) - my;
+      const double dz = static_cast<double>(q[2]) - mz;
+      c.xx += dx * dx, c.xy += dx * dy, c.xz += dx * dz;
+      c.yy += dy * dy, c.yz += dy * dz, c.zz += dz * dz;
+    }
+    c.xx *= inv_n, c.xy *= inv_n, c.xz *= inv_n, c.yy *= inv_n, c.yz *= inv_n, c.zz *= inv_n;
+    e = smallest_eigenvector(c);
+    if (p.orient) {
+      const T* pi = cloud + i * 3;
+      const Vec3d to_view{p.viewpoint[0] - static_cast<double>(pi[0]),
+                          p.viewpoint[1] - static_cast<double>(pi[1]),
+                          p.viewpoint[2] - static_cast<double>(pi[2])};
+      if (dot3(e.normal, to_view) < 0) e.normal = scale3(e.normal, -1.0);
+    }
+  }
+  T* out = static_cast<T*>(p.normals) + (b * p.P + i) * 3;
+  out[0] = static_cast<T>(e.normal.x);
+  out[1] = static_cast<T>(e.normal.y);
+  out[2] = static_cast<T>(e.normal.z);
+  if (p.curvature) static_cast<T*>(p.curvature)[b * p.P + i] = static_cast<T>(e.curvature);
+}
+
+}  // namespace m3ad

@@ -1,0 +1,35 @@
+// CUDA normals: one thread per row, grid-stride loop; same arithmetic as the CPU path
+// (shared code in normal_from_neighbors.h, nvcc with --fmad=false).
+#include <cuda_runtime.h>
+
+#include "common/cuda_utils.cuh"
+#include "normals/normal_from_neighbors.h"
+
+namespace m3ad {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <typename T>
+__global__ void normals_kernel(NormalsParams p) {
+  const int64_t total = p.B * p.P;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < total;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    normal_row<T>(p, r);
+}
+
+}  // namespace
+
+void normals_cuda(const NormalsParams& p, const Device& dev) {
+  if (p.B == 0 || p.P == 0) return;
+  DeviceGuard guard(dev.index);
+  const unsigned grid = blocks_for(p.B * p.P, kThreads);
+  dispatch_float(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    normals_kernel<T><<<grid, kThreads, 0, as_stream(dev)>>>(p);
+    return 0;
+  });
+  M3AD_CHECK_LAUNCH("estimate_normals");
+}
+
+}  // namespace m3ad

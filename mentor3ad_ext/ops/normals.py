@@ -1,0 +1,156 @@
+"""Normal estimation: PCA of k-nearest (or radius-limited hybrid) neighbourhoods.
+
+Not differentiable: the outputs never require grad (the neighbour selection and the
+eigenvector's sign are piecewise constant anyway); use the reference for experiments that
+need gradients through a covariance.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _checks as ck
+from ._launch import C, device_args, dtype_tag, ptr
+from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
+from .knn import _knn
+
+OP = "estimate_normals"
+OP_ORGANIZED = "estimate_normals_organized"
+
+
+@torch.library.custom_op("mentor3ad::normals_from_neighbors", mutates_args=())
+def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query_index: torch.Tensor,
+             radius2: float, orient: bool, viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    B, P, _ = points.shape
+    normals = torch.empty((B, P, 3), dtype=points.dtype, device=points.device)
+    curvature = torch.empty((B, P), dtype=points.dtype, device=points.device)
+    if normals.numel():
+        dev, stream = device_args(points)
+        C().normals(ptr(points), ptr(idx), ptr(dists), ptr(query_index), ptr(normals), ptr(curvature),
+                    B, P, idx.shape[2], float(radius2), bool(orient), float(viewpoint[0]),
+                    float(viewpoint[1]), float(viewpoint[2]), dtype_tag(points), dev, stream)
+    return normals, curvature
+
+
+@_normals.register_fake
+def _(points, idx, dists, query_index, radius2, orient, viewpoint):
+    B, P, _ = points.shape
+    return points.new_empty((B, P, 3)), points.new_empty((B, P))
+
+
+def check_radius(op: str, name: str, radius) -> Optional[float]:
+    if radius is None:
+        return None
+    if isinstance(radius, torch.Tensor) and radius.numel() == 1:
+        radius = float(radius)
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise TypeError(f"{op}: {name} must be a float or None, got {type(radius).__name__}")
+    if not (radius > 0) or math.isinf(radius):
+        raise ValueError(f"{op}: {name} must be a finite number > 0 or None, got {radius}")
+    return float(radius)
+
+
+def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
+    if orient not in ("viewpoint", None):
+        raise ValueError(f"{op}: orient must be 'viewpoint' or None, got {orient!r}")
+    if isinstance(viewpoint, torch.Tensor):
+        viewpoint = viewpoint.detach().cpu().tolist()
+    try:
+        vp = [float(v) for v in viewpoint]
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: viewpoint must be a sequence of 3 numbers, got {viewpoint!r}") from None
+    if len(vp) != 3 or not all(math.isfinite(v) for v in vp):
+        raise ValueError(f"{op}: viewpoint must be 3 finite numbers, got {viewpoint!r}")
+    return orient == "viewpoint", vp
+
+
+def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int):
+    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order."""
+    order = spatial_order(points, lengths)
+    queries = points.gather(1, order[..., None].expand(-1, -1, 3))
+    dists, idx = _knn(queries, points, lengths, lengths, K, 2)
+    return idx, dists, order
+
+
+def _radius2(radius: Optional[float]) -> float:
+    return -1.0 if radius is None else radius * radius
+
+
+def _estimate(points, lengths, k, radius, orient, viewpoint):
+    idx, dists, order = neighbourhoods(points, lengths, k)
+    return _normals(points, idx, dists, order, _radius2(radius), orient, viewpoint)
+
+
+def estimate_normals(
+    points: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    k: int = 30,
+    radius: Optional[float] = None,
+    orient: Optional[str] = "viewpoint",
+    viewpoint: Sequence[float] = (0.0, 0.0, 0.0),
+    *,
+    return_curvature: bool = False,
+) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Unit normals by PCA of each point's neighbourhood (open3d's `estimate_normals`).
+
+    Args:
+        points: (B, P, 3) float32/float64 (half computed in float32), padded clouds.
+        lengths: optional (B,) int64 valid sizes; padding points get zero normals.
+        k: neighbours per point, the point itself included (open3d `max_nn` / `knn`).
+        radius: None for the k nearest (KDTreeSearchParamKNN); a float for the up-to-k nearest
+            with squared distance < radius**2 (KDTreeSearchParamHybrid).
+        orient: "viewpoint" flips each normal n at p so that dot(n, viewpoint - p) >= 0
+            (open3d `orient_normals_towards_camera_location`); None keeps the solver's sign.
+        viewpoint: the camera position (the origin for MVTec 3D-AD / Eyecandies clouds).
+        return_curvature: also return the surface variation l0 / (l0 + l1 + l2) in [0, 1/3].
+
+    Returns:
+        normals (B, P, 3) in the computation dtype, and curvature (B, P) when asked.
+
+    The covariance is accumulated in float64 around the neighbourhood mean and solved in
+    closed form (robust for planes and lines). Defined results, never NaN: fewer than 3
+    neighbours, coincident points or collinear points (middle eigenvalue <= 1e-7 x the largest)
+    give the zero normal and curvature 0 (open3d returns an arbitrary axis there).
+    Not differentiable. CPU and CUDA agree up to last-ulp differences of acos/cos.
+    """
+    k = ck.check_positive_int(OP, "k", k)
+    radius = check_radius(OP, "radius", radius)
+    do_orient, vp = _check_orient(OP, orient, viewpoint)
+    ck.check_points(OP, "points", points, allow_half=True, dim=3)
+    lengths = ck.check_lengths(OP, "lengths", lengths, points.shape[0], points.shape[1], points.device)
+    ck.check_finite(OP, "points", points)
+    pts = ck.as_float_input(points.detach())
+    normals, curvature = _estimate(pts, lengths, k, radius, do_orient, vp)
+    return (normals, curvature) if return_curvature else normals
+
+
+def estimate_normals_organized(
+    xyz: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
+    k: int = 30,
+    radius: Optional[float] = None,
+    orient: Optional[str] = "viewpoint",
+    viewpoint: Sequence[float] = (0.0, 0.0, 0.0),
+    *,
+    return_curvature: bool = False,
+) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """`estimate_normals` on organized clouds: xyz (B, H, W, 3) -> normals (B, H, W, 3).
+
+    valid: optional bool (B, H, W); by default a pixel is valid when its coordinates are finite
+    and not all zero (holes are (0, 0, 0) in MVTec 3D-AD). Neighbours are searched in 3D among
+    the valid pixels of the same image (not in a pixel window), so results equal
+    `estimate_normals` on the valid points. Invalid pixels get zero normals (and curvature).
+    """
+    k = ck.check_positive_int(OP_ORGANIZED, "k", k)
+    radius = check_radius(OP_ORGANIZED, "radius", radius)
+    do_orient, vp = _check_orient(OP_ORGANIZED, orient, viewpoint)
+    xyz, valid = check_organized(OP_ORGANIZED, xyz, valid)
+    B, H, W, _ = xyz.shape
+    points, lengths, pixel_of_row = pack_organized(OP_ORGANIZED, xyz.detach(), valid)
+    normals, curvature = _estimate(points, lengths, k, radius, do_orient, vp)
+    normals = unpack_organized(normals, pixel_of_row, H, W)
+    if not return_curvature:
+        return normals
+    return normals, unpack_organized(curvature[..., None], pixel_of_row, H, W)[..., 0]

@@ -1,0 +1,178 @@
+import numpy as np
+import pytest
+import torch
+
+import mentor3ad_ext as m
+from mentor3ad_ext import reference as R
+
+from _surfaces import random_rotation, wavy_normals, wavy_surface
+from conftest import DEVICES, FLOAT_DTYPES
+
+try:
+    import open3d as o3d
+except Exception:  # pragma: no cover - depends on the environment (libusb, glibc, ...)
+    o3d = None
+
+
+def _cloud(n=150, seed=1, dtype=torch.float64):
+    # Analytic normals: distinct at every point. (Normals from kNN PCA are bitwise equal at points
+    # with the same neighbourhood; for such pairs open3d's choice of the source point, and with it
+    # the sign of theta, is decided by rounding - see test_equal_normals_are_deterministic.)
+    pts = wavy_surface(n, seed=seed, noise=0.01)
+    return pts.to(dtype), wavy_normals(pts).to(dtype)
+
+
+def _rows_close(a, b, atol):
+    """Fraction of points whose 33 bins all agree within atol."""
+    return ((a - b).abs() <= atol).all(-1).double().mean().item()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("radius", [None, 0.15])
+def test_matches_reference(device, dtype, radius):
+    (p0, n0), (p1, n1) = _cloud(120, 1, dtype), _cloud(120, 2, dtype)
+    pts, nrm = torch.stack([p0, p1]), torch.stack([n0, n1])
+    lengths = torch.tensor([120, 77])
+    got = m.fpfh(pts.to(device), nrm.to(device), lengths.to(device), radius=radius, max_nn=16)
+    ref = R.fpfh(pts, nrm, lengths, radius=radius, max_nn=16)
+    assert got.shape == (2, 120, 33) and got.dtype == dtype
+    torch.testing.assert_close(got.cpu(), ref, atol=1e-4 if dtype == torch.float32 else 1e-9, rtol=0)
+    assert (got[1, 77:] == 0).all()
+    # Every block sums to 200 (SPFH 100 + weighted 100), or 0 for a point without neighbours.
+    blocks = got[0].reshape(-1, 3, 11).sum(-1).cpu().double()
+    assert (((blocks - 200).abs() < 1e-3) | (blocks == 0)).all() and (blocks > 0).double().mean() > 0.9
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rotation_and_translation_invariance(device):
+    pts, nrm = _cloud(400, 5)
+    rot = random_rotation(7)
+    shift = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    a = m.fpfh(pts[None].to(device), nrm[None].to(device), max_nn=30)[0].cpu()
+    b = m.fpfh((pts @ rot.T + shift)[None].to(device), (nrm @ rot.T)[None].to(device), max_nn=30)[0].cpu()
+    # Exact up to rounding, except for the rare pair whose angle lies within rounding of a bin edge.
+    assert _rows_close(a, b, 1e-8) > 0.98
+    assert (a - b).abs().sum(-1).mean() < 1.0
+    assert (a.reshape(-1, 3, 11).argmax(-1) == b.reshape(-1, 3, 11).argmax(-1)).double().mean() > 0.99
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_degenerate_inputs_never_nan(device):
+    single = m.fpfh(torch.zeros(1, 1, 3, device=device), torch.zeros(1, 1, 3, device=device))
+    assert (single == 0).all()
+    # Two coincident points: their pair has d = 0 -> (0, 0, 0) features -> the middle bins; the
+    # weighted part skips zero distances, so the result is the point's own SPFH.
+    dup = m.fpfh(torch.ones(1, 2, 3, dtype=torch.float64, device=device),
+                 torch.tensor([[[0.0, 0.0, 1.0]] * 2], dtype=torch.float64, device=device))
+    expect = torch.zeros(33, dtype=torch.float64)
+    expect[[5, 16, 27]] = 100.0
+    torch.testing.assert_close(dup[0].cpu(), expect.expand(2, 33))
+    # Zero normals (what estimate_normals gives degenerate neighbourhoods) and lengths 0.
+    pts, _ = _cloud(50)
+    out = m.fpfh(pts[None].to(device), torch.zeros(1, 50, 3, dtype=torch.float64, device=device), max_nn=8)
+    mid = out.reshape(50, 3, 11)[:, :, 5]
+    assert torch.isfinite(out).all() and torch.allclose(mid, torch.full_like(mid, 200.0)) and (out.sum(-1) - mid.sum(-1)).abs().max() < 1e-9
+    out = m.fpfh(torch.stack([pts, pts]).to(device), torch.zeros(2, 50, 3, dtype=torch.float64, device=device),
+                 torch.tensor([0, 1], device=device))
+    assert (out == 0).all()
+    assert m.fpfh(torch.zeros(3, 0, 3, device=device), torch.zeros(3, 0, 3, device=device)).shape == (3, 0, 33)
+
+
+def test_equal_normals_are_deterministic():
+    # kNN normals: neighbouring points often share a neighbourhood and so a bitwise-equal normal;
+    # the result then depends on rounding (as in open3d) but is reproducible run to run.
+    pts = wavy_surface(300, seed=9, noise=0.01)[None]
+    nrm = m.estimate_normals(pts, k=10)
+    assert (nrm[0, :, None, :] == nrm[0, None, :, :]).all(-1).sum() > 300  # equal pairs exist
+    a = m.fpfh(pts, nrm, max_nn=20)
+    assert torch.equal(a, m.fpfh(pts, nrm, max_nn=20))
+    torch.testing.assert_close(a, R.fpfh(pts, nrm, max_nn=20), atol=1e-9, rtol=0)
+
+
+def test_half_mixed_and_no_grad():
+    pts, nrm = _cloud(100)
+    ref = m.fpfh(pts[None].float(), nrm[None].float(), max_nn=10)
+    got = m.fpfh(pts[None].half(), nrm[None].half(), max_nn=10)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    mixed = m.fpfh(pts[None].float(), nrm[None], max_nn=10)
+    assert mixed.dtype == torch.float64
+    assert _rows_close(mixed.float(), ref, 1e-3) > 0.95
+    out = m.fpfh(pts[None].requires_grad_(True), nrm[None], max_nn=10)
+    assert not out.requires_grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_organized_matches_unorganized(device):
+    H, W = 20, 26
+    yy, xx = torch.meshgrid(torch.linspace(-0.1, 0.1, H), torch.linspace(-0.12, 0.12, W), indexing="ij")
+    zz = 0.4 + 0.02 * torch.sin(20 * xx) * torch.cos(15 * yy)
+    xyz = torch.stack([xx, yy, zz], -1).double()[None].repeat(2, 1, 1, 1)
+    valid = torch.rand(2, H, W) > 0.25
+    xyz[~valid] = 0.0
+    d = device
+    got = m.fpfh_organized(xyz.to(d), max_nn=20, normals_k=10)
+    assert got.shape == (2, H, W, 33) and (got[~valid.to(d)] == 0).all()
+    for b in range(2):
+        pts = xyz[b][valid[b]][None].to(d)
+        ref = m.fpfh(pts, m.estimate_normals(pts, k=10), max_nn=20)[0]
+        torch.testing.assert_close(got[b][valid[b].to(d)], ref)
+    normals = m.estimate_normals_organized(xyz.to(d), k=10)
+    given = m.fpfh_organized(xyz.to(d), normals, valid.to(d), max_nn=20)
+    torch.testing.assert_close(given, got)
+
+
+@pytest.mark.skipif(o3d is None, reason="open3d not importable")
+@pytest.mark.parametrize("case", ["random_knn", "random_hybrid", "grid_hybrid"])
+def test_matches_open3d(case):
+    if case == "grid_hybrid":
+        # A regular grid with a bump: many equal distances. The radius keeps every neighbourhood
+        # under max_nn, so the neighbour sets are unambiguous (ties only change the sum order).
+        g = torch.stack(torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij"), -1).reshape(-1, 2) / 40
+        z = 0.1 * torch.exp(-((g - 0.5) ** 2).sum(-1) / 0.02)
+        pts = torch.cat([g, z[:, None]], 1).double()
+        radius, max_nn = 0.09, 100
+    else:
+        pts = wavy_surface(2000, seed=4, noise=0.01)
+        radius, max_nn = (None, 40) if case == "random_knn" else (0.06, 100)
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.numpy()))
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
+    pc.orient_normals_towards_camera_location(np.zeros(3))
+    param = (o3d.geometry.KDTreeSearchParamKNN(max_nn) if radius is None
+             else o3d.geometry.KDTreeSearchParamHybrid(radius, max_nn))
+    ref = torch.from_numpy(np.asarray(o3d.pipelines.registration.compute_fpfh_feature(pc, param).data).T.copy())
+    normals = torch.from_numpy(np.asarray(pc.normals).copy())
+    got = m.fpfh(pts[None], normals[None], radius=radius, max_nn=max_nn)[0]
+    assert _rows_close(got, ref, 1e-9 * 200) > 0.995
+    assert (got - ref).abs().max() < 100  # a bin-edge flip moves at most one pair's share
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.rand(1, 6, 3)), ValueError, r"normals must have the shape of points \(1, 5, 3\), got \(1, 6, 3\)"),
+    (lambda: m.fpfh(torch.rand(5, 3), torch.rand(5, 3)), ValueError, "points must be a 3-D tensor"),
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.rand(1, 5, 3).int()), TypeError, "normals must have dtype"),
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.rand(1, 5, 3), max_nn=0), ValueError, "max_nn must be >= 1, got 0"),
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.rand(1, 5, 3), radius=0.0), ValueError, "radius must be a finite number > 0"),
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.full((1, 5, 3), float("inf"))), ValueError, "normals contains NaN or Inf"),
+    (lambda: m.fpfh(torch.rand(1, 5, 3), torch.rand(1, 5, 3), torch.tensor([6])), ValueError, r"lengths must lie in \[0, 5\]"),
+    (lambda: m.fpfh_organized(torch.rand(1, 4, 4, 3), torch.rand(1, 4, 4, 2)), ValueError, "normals must have the shape of xyz"),
+    (lambda: m.fpfh_organized(torch.rand(2, 4, 4)), ValueError, r"xyz must be a 4-D tensor \(B, H, W, 3\), got shape \(2, 4, 4\)"),
+    (lambda: m.fpfh_organized(torch.rand(1, 4, 4, 3), normals_k=0), ValueError, "normals_k must be >= 1"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_opcheck():
+    from mentor3ad_ext.ops.normals import neighbourhoods
+    pts, nrm = _cloud(64)
+    lengths = torch.tensor([60])
+    idx, dists, order = neighbourhoods(pts[None], lengths, 8)
+    torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_neighbors, (pts[None], nrm[None], idx, dists, order, 0.04))
+
+
+def test_torch_compile():
+    pts = wavy_surface(300, seed=2)[None].float()
+    f = torch.compile(lambda a: m.fpfh(a, m.estimate_normals(a, k=10), max_nn=16))
+    torch.testing.assert_close(f(pts), m.fpfh(pts, m.estimate_normals(pts, k=10), max_nn=16))
