@@ -1,6 +1,8 @@
 // CPU kNN: a KD-tree per cloud for D <= 3 (exact pruning, see common/kdtree.h), an index-order
 // scan for higher D. Queries of all clouds run in parallel; each keeps a bounded heap of K.
+#include <algorithm>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 #include "common/kdtree.h"
@@ -60,6 +62,42 @@ T dist_dyn(const T* a, const T* b, int64_t D) {
   return d;
 }
 
+// Spreads the low 21 bits of v so that two zero bits follow each (for a 3-D Morton code).
+inline uint64_t spread3(uint64_t v) {
+  v &= 0x1fffff;
+  v = (v | v << 32) & 0x1f00000000ffffULL;
+  v = (v | v << 16) & 0x1f0000ff0000ffULL;
+  v = (v | v << 8) & 0x100f00f00f00f00fULL;
+  v = (v | v << 4) & 0x10c30c30c30c30c3ULL;
+  v = (v | v << 2) & 0x1249249249249249ULL;
+  return v;
+}
+
+// Query visiting order: along a Morton (Z) curve, so that consecutive queries walk the same
+// tree paths and leaves while they are still in cache. Results still go to each query's own row.
+template <typename T, int D>
+std::vector<int64_t> morton_order(const T* q, int64_t n) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (n < 2048) return order;
+  T lo[D], hi[D];
+  for (int j = 0; j < D; ++j) lo[j] = hi[j] = q[j];
+  for (int64_t i = 1; i < n; ++i)
+    for (int j = 0; j < D; ++j) lo[j] = std::min(lo[j], q[i * D + j]), hi[j] = std::max(hi[j], q[i * D + j]);
+  std::vector<uint64_t> code(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t c = 0;
+    for (int j = 0; j < D; ++j) {
+      const double span = static_cast<double>(hi[j]) - static_cast<double>(lo[j]);
+      const double t = span > 0 ? (static_cast<double>(q[i * D + j]) - lo[j]) / span : 0.0;
+      c |= spread3(static_cast<uint64_t>(t * 2097151.0)) << j;
+    }
+    code[i] = c;
+  }
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return code[a] < code[b]; });
+  return order;
+}
+
 template <typename T, int D, int kNorm>
 void run_tree(const KnnParams& p) {
   std::vector<std::unique_ptr<KdTree<T, D>>> trees(p.B);
@@ -70,10 +108,16 @@ void run_tree(const KnnParams& p) {
   });
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
+  std::vector<std::vector<int64_t>> orders(p.B);
+  parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) orders[b] = morton_order<T, D>(p1 + b * p.P1 * D, clamp_len(p.lengths1, b, p.P1));
+  });
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
     TopK<T> heap(p.K);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / p.P1, q = r % p.P1;
+    for (int64_t s = r0; s < r1; ++s) {
+      const int64_t b = s / p.P1, i = s % p.P1;
+      const int64_t q = i < static_cast<int64_t>(orders[b].size()) ? orders[b][i] : i;
+      const int64_t r = b * p.P1 + q;
       heap.clear();
       if (q < clamp_len(p.lengths1, b, p.P1) && !trees[b]->empty())
         tree_query<T, D, kNorm>(*trees[b], p1 + r * D, heap);
