@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mentor3ad_ext.models.extractors import FeatureExtractor
+from mentor3ad_ext.models.extractors import BackboneExtractor
 
 
 def _cells(x: torch.Tensor, cell: int) -> torch.Tensor:
@@ -21,7 +21,7 @@ def _cells(x: torch.Tensor, cell: int) -> torch.Tensor:
     return x.reshape(B, C, g, cell, g, cell).permute(0, 2, 4, 3, 5, 1).reshape(B, g, g, cell * cell * C)
 
 
-class _PatchExtractor(FeatureExtractor):
+class _PatchExtractor(BackboneExtractor):
     cell = 8
 
     def __init__(self, proj_dim: int, extra: int, in_channels: int = 3, seed: int = 0):
@@ -34,12 +34,12 @@ class _PatchExtractor(FeatureExtractor):
     def identity(self):
         return {**super().identity(), "seed": 0}
 
-    def extract(self, batch):
+    def extract_raw(self, batch):
         self.calls += 1
         grid = self.compute(batch)
         return [{"grid": g.to(torch.float16)} for g in grid]
 
-    def to_grid(self, raws, batch):
+    def raw_to_grid(self, raws, batch):
         return torch.stack([r["grid"] for r in raws]).float()
 
 
@@ -58,7 +58,7 @@ class PatchRGB(_PatchExtractor):
 
 
 class PatchXYZ(_PatchExtractor):
-    modality, name = "3d", "test_patch_xyz"
+    modality, name = "xyz", "test_patch_xyz"
 
     def __init__(self):
         super().__init__(24, 1)

@@ -95,6 +95,7 @@ def test_pointmae_weight_errors_name_keys_and_shapes(tmp_path):
 
 
 def _cloud_batch(n_points=(900, 700), size=32, seed=0):
+    """Organized clouds (B, 3, S, S) with random holes; points = valid pixels, row-major."""
     g = torch.Generator().manual_seed(seed)
     B = len(n_points)
     xyz = torch.zeros(B, 3, size, size)
@@ -119,17 +120,19 @@ def _cloud_batch(n_points=(900, 700), size=32, seed=0):
 def test_pointmae_extractor_fast_matches_reference_ops():
     torch.manual_seed(0)
     batch = _cloud_batch()
-    fast = PointMAEExtractor(random_init=True, num_groups=64, group_size=16, grid_size=(8, 8),
+    fast = PointMAEExtractor(random_init=True, num_groups=64, group_size=16, patch_grid=(8, 8),
                              encoder=_small())
-    ref = PointMAEExtractor(random_init=True, num_groups=64, group_size=16, grid_size=(8, 8),
+    ref = PointMAEExtractor(random_init=True, num_groups=64, group_size=16, patch_grid=(8, 8),
                             ops="reference", encoder=_small())
     ref.load_state_dict(fast.state_dict())
-    raw_f, raw_r = fast.extract(batch), ref.extract(batch)
+    raw_f, raw_r = fast.extract_raw(batch), ref.extract_raw(batch)
     for a, b in zip(raw_f, raw_r):
         assert torch.equal(a["centers"], b["centers"])
         assert torch.allclose(a["features"].float(), b["features"].float(), atol=2e-3)
         assert a["features"].dtype == torch.float16 and a["centers"].dtype == torch.float32
-    gf, gr = fast.to_grid(raw_f, batch), ref.to_grid(raw_f, batch)
+    gf, gr = fast.raw_to_grid(raw_f, batch), ref.raw_to_grid(raw_f, batch)
+    # the common interface: extractor(batch) == raw_to_grid(extract_raw(batch))
+    assert torch.allclose(fast(batch), gf)
     assert gf.shape == (2, 144, 8, 8)
     assert torch.allclose(gf, gr, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="ops must be one of"):
@@ -147,7 +150,7 @@ def test_vit_weights_roundtrip_and_errors(tmp_path):
     torch.save(src.model.state_dict(), path)
     dst = _tiny_vit_extractor(path)
     assert torch.equal(dst.model.pos_embed, src.model.pos_embed)
-    assert dst.out_channels == 192 and dst.grid_size == (14, 14)
+    assert dst.out_channels == 192 and dst.patch_grid == (14, 14)
     # the original DINO checkpoint layout (teacher / module.backbone.*) and safetensors
     torch.save({"teacher": {f"module.backbone.{k}": v for k, v in src.model.state_dict().items()}},
                tmp_path / "dino.pth")
@@ -176,11 +179,11 @@ def test_dino_vit_b8_grid_and_random_init_messages():
     assert xyz.out_channels == 1152 and xyz.num_groups == 1024 and xyz.group_size == 128
     assert sum("RANDOM" in m for m in logs) == 2
     assert ext.name == "vit_base_patch8_224.dino"
-    assert ext.out_channels == 768 and ext.grid_size == (28, 28)
+    assert ext.out_channels == 768 and ext.patch_grid == (28, 28) and ext.pretrained
     batch = {"rgb": torch.randn(1, 3, 224, 224)}
-    raw = ext.extract(batch)
+    raw = ext.extract_raw(batch)
     assert raw[0]["tokens"].shape == (784, 768) and raw[0]["tokens"].dtype == torch.float16
-    grid = ext.to_grid(raw, batch)
+    grid = ext.raw_to_grid(raw, batch)
     assert grid.shape == (1, 768, 28, 28)
     # token (row 2, col 5) is grid cell [2, 5]: CLS dropped, row-major patches
     assert torch.equal(grid[0, :, 2, 5], raw[0]["tokens"][2 * 28 + 5].float())
@@ -199,3 +202,29 @@ def test_to_shared_grid():
     assert torch.equal(to_shared_grid(x, 4), x)
     assert torch.allclose(to_shared_grid(x, 2)[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
     assert to_shared_grid(x, 3).shape == (1, 1, 3, 3)
+
+
+def test_handcrafted_fallback_and_cache_protocol():
+    from mentor3ad_ext.models import FPFHExtractor, HandcraftedRGBExtractor
+    from mentor3ad_ext.models.extractors import (extract_raw, extractor_identity, raw_to_grid,
+                                                 ReferenceFPFHExtractor)
+
+    logs = []
+    rgb, xyz = build_extractors(log=logs.append)
+    assert isinstance(rgb, HandcraftedRGBExtractor) and isinstance(xyz, FPFHExtractor)
+    assert any("--rgb-weights" in m for m in logs) and any("--pointmae-weights" in m for m in logs)
+    batch = _cloud_batch((300, 250), size=16)
+    batch["rgb"] = torch.rand(2, 3, 16, 16)
+    raws = extract_raw(xyz, batch)
+    assert raws[0]["grid"].dtype == torch.float16
+    assert torch.allclose(raw_to_grid(xyz, raws, batch), xyz(batch), atol=1e-3)
+    ident = extractor_identity(xyz)
+    assert ident["name"] == "FPFHExtractor" and ident["out_channels"] == 33
+    assert ident["params"]["max_nn"] == 40
+    # the reference FPFH path gives the same features (same neighbours, same definition)
+    ref = ReferenceFPFHExtractor((4, 4))
+    fast = FPFHExtractor((4, 4))
+    small = _cloud_batch((120,), size=16)
+    assert torch.allclose(ref(small), fast(small), atol=1e-4)
+    assert extractor_identity(ref)["name"] == "FPFHExtractor"
+    assert extractor_identity(ref)["params"]["ops"] == "reference"

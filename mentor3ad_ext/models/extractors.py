@@ -1,20 +1,25 @@
-"""Frozen feature extractors behind one interface, and the registry that picks them.
+"""Frozen feature extractors for the model: the pretrained backbones, the cache protocol, the choice.
 
-Every extractor is an ``nn.Module`` with
+Every extractor implements the common interface of `models.extractor.FeatureExtractor`
+(``extractor(batch) -> (B, out_channels, *patch_grid)``, ``modality`` "rgb" or "xyz").  The
+model additionally needs to cache what is expensive, so this module adds a small protocol that
+`extract_raw`, `raw_to_grid` and `extractor_identity` dispatch on:
 
-* ``modality`` ("rgb" or "3d"), ``out_channels`` and ``grid_size`` ``(h, w)``;
-* ``extract(batch) -> list[dict]``: per-sample raw outputs, the part worth caching (the
-  backbone's work), stored in float16 where they are features;
-* ``to_grid(raws, batch) -> (B, C, h, w)``: the raw outputs on the patch grid (for Point-MAE:
-  the 3-NN inverse squared-distance interpolation to every valid pixel, pooled to the grid);
-* ``__call__(batch) -> (B, C, h, w)``: both;
-* ``identity() -> dict``: what determines the output (cache keys, checkpoint compatibility).
+* ``ext.extract_raw(batch) -> list[dict]``: per-sample raw outputs, the part worth caching (the
+  backbone's work), float16 where they are features;
+* ``ext.raw_to_grid(raws, batch) -> (B, C, h, w)``: the raw outputs on the patch grid (for
+  Point-MAE: the 3-NN inverse squared-distance interpolation to every valid pixel, pooled to the
+  grid, on every call: it is the cheap part);
+* ``ext.identity() -> dict``: what determines the output (cache keys, checkpoint checks).
+
+Extractors without these methods (the hand-crafted ones) are cached as their grid output.
 
 Backbones with pretrained weights: the DINO ViT-B/8 (`ViTExtractor`, timm) and the Point-MAE
 encoder (`PointMAEExtractor`).  Weights come from local files named by the user; without them
 `build_extractors` falls back to the weight-free extractors of `models.handcrafted` and says so;
 random weights only with ``random_init=True``.  ``ops="reference"`` runs the 3D path (grouping,
-interpolation) on `mentor3ad_ext.reference` instead of the compiled ops.
+interpolation; normals and FPFH for the weight-free 3D features) on `mentor3ad_ext.reference`
+instead of the compiled ops.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .extractor import FeatureExtractor
+from .handcrafted import FPFHExtractor, HandcraftedRGBExtractor
 from .pointmae import PointMAEEncoder, load_pointmae_state_dict
 from .weights import WeightsError, check_state_dict, read_checkpoint
 
@@ -34,7 +41,7 @@ OPS = ("fast", "reference")
 
 
 def get_ops(ops: str):
-    """The module providing ``group_points`` and ``interpolate_to_grid`` for ``ops``."""
+    """The module providing the 3D ops (group_points, interpolate_to_grid, ...) for ``ops``."""
     if ops == "fast":
         import mentor3ad_ext
 
@@ -54,88 +61,88 @@ def file_stamp(path: str | os.PathLike | None) -> dict | None:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-class FeatureExtractor(nn.Module):
-    """Base class: a frozen module in eval mode (see the module docstring)."""
+def _simple(v):
+    if isinstance(v, (int, float, str, bool, type(None))):
+        return v
+    if isinstance(v, (tuple, list)) and all(isinstance(x, (int, float, str, bool)) for x in v):
+        return list(v)
+    return None
 
-    modality: str = ""
-    name: str = ""
 
-    def __init__(self, out_channels: int, grid_size: tuple[int, int]):
+def extractor_identity(ext: nn.Module) -> dict:
+    """What determines an extractor's output (for cache keys and checkpoint checks)."""
+    if hasattr(ext, "identity"):
+        return ext.identity()
+    params = {k: _simple(v) for k, v in vars(ext).items()
+              if not k.startswith("_") and k != "training" and _simple(v) is not None}
+    return {"name": type(ext).__name__, "out_channels": int(ext.out_channels),
+            "patch_grid": list(ext.patch_grid), "params": params}
+
+
+def extract_raw(ext: nn.Module, batch: dict) -> list[dict[str, torch.Tensor]]:
+    """Per-sample cacheable outputs of ``ext`` for ``batch``."""
+    if hasattr(ext, "extract_raw"):
+        return ext.extract_raw(batch)
+    with torch.no_grad():
+        grid = ext(_on_device(batch, _device_of(ext)))
+    if grid.ndim != 4 or grid.shape[1] != ext.out_channels:
+        raise RuntimeError(f"extractor {type(ext).__name__} returned {tuple(grid.shape)}, expected "
+                           f"(B, {ext.out_channels}, h, w)")
+    return [{"grid": g.to(torch.float16).cpu()} for g in grid]
+
+
+def raw_to_grid(ext: nn.Module, raws: Sequence[dict], batch: dict) -> torch.Tensor:
+    """The cached outputs on the extractor's patch grid, ``(B, C, h, w)`` float32."""
+    if hasattr(ext, "raw_to_grid"):
+        return ext.raw_to_grid(raws, batch)
+    return torch.stack([r["grid"] for r in raws]).float()
+
+
+def _device_of(ext: nn.Module) -> torch.device:
+    for t in list(ext.parameters()) + list(ext.buffers()):
+        return t.device
+    return torch.device(getattr(ext, "device", "cpu"))
+
+
+def _on_device(batch: dict, device: torch.device) -> dict:
+    keys = ("rgb", "xyz", "valid")
+    return {k: (v.to(device) if k in keys and isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
+
+
+class BackboneExtractor(FeatureExtractor):
+    """A frozen pretrained backbone (always in eval mode) with the caching protocol."""
+
+    pretrained = True
+    name = ""
+
+    def __init__(self, out_channels: int, patch_grid: tuple[int, int]):
         super().__init__()
         self.out_channels = int(out_channels)
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.patch_grid = (int(patch_grid[0]), int(patch_grid[1]))
 
-    def train(self, mode: bool = True):  # frozen: always eval (BatchNorm, dropout)
+    def train(self, mode: bool = True):  # frozen: BatchNorm and dropout stay in eval mode
         return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self)
 
     def identity(self) -> dict:
         return {"name": self.name, "out_channels": self.out_channels,
-                "grid_size": list(self.grid_size)}
+                "patch_grid": list(self.patch_grid)}
 
-    @property
-    def device(self) -> torch.device:
-        for t in list(self.parameters()) + list(self.buffers()):
-            return t.device
-        return torch.device("cpu")
-
-    def extract(self, batch: dict) -> list[dict[str, torch.Tensor]]:
+    def extract_raw(self, batch: dict) -> list[dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def to_grid(self, raws: Sequence[dict[str, torch.Tensor]], batch: dict) -> torch.Tensor:
+    def raw_to_grid(self, raws: Sequence[dict], batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.to_grid(self.extract(batch), batch)
-
-
-class GridExtractor(FeatureExtractor):
-    """Wraps any callable ``fn(batch) -> (B, C, h, w)`` (e.g. the hand-crafted extractors)."""
-
-    def __init__(self, fn: Callable[[dict], torch.Tensor], modality: str, name: str | None = None,
-                 out_channels: int | None = None, grid_size=None, params: dict | None = None):
-        oc = out_channels if out_channels is not None else getattr(fn, "out_channels")
-        gs = grid_size if grid_size is not None else _grid_of(fn)
-        super().__init__(oc, gs)
-        self.fn = fn
-        self.modality = modality
-        self.name = name or type(fn).__name__
-        self.params = dict(params or {})
-        if isinstance(fn, nn.Module):
-            fn.eval()
-            for p in fn.parameters():
-                p.requires_grad_(False)
-
-    def identity(self) -> dict:
-        ident = super().identity()
-        ident["params"] = {k: (v if isinstance(v, (int, float, str, bool, type(None), list))
-                               else repr(v)) for k, v in self.params.items()}
-        return ident
-
-    @property
-    def device(self) -> torch.device:
-        if isinstance(self.fn, nn.Module):
-            for t in list(self.fn.parameters()) + list(self.fn.buffers()):
-                return t.device
-        return torch.device(getattr(self.fn, "device", "cpu"))
-
-    @torch.no_grad()
-    def extract(self, batch):
-        grid = self.fn(batch)
-        if grid.ndim != 4 or grid.shape[1] != self.out_channels:
-            raise RuntimeError(f"extractor {self.name} returned {tuple(grid.shape)}, expected "
-                               f"(B, {self.out_channels}, h, w)")
-        return [{"grid": g.to(torch.float16).cpu()} for g in grid]
-
-    def to_grid(self, raws, batch):
-        return torch.stack([r["grid"] for r in raws]).float()
-
-
-def _grid_of(fn) -> tuple[int, int]:
-    for attr in ("grid_size", "patch_grid", "grid", "out_size"):
-        value = getattr(fn, attr, None)
-        if value is not None:
-            return (value, value) if isinstance(value, int) else tuple(value)
-    raise AttributeError(f"{type(fn).__name__} has no grid_size/patch_grid attribute")
+    def extract(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        batch = {self.modality: x}
+        if valid is not None:
+            batch["valid"] = valid
+        return self.raw_to_grid(self.extract_raw(batch), batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +169,7 @@ def _vit_state_from_checkpoint(ckpt) -> dict[str, torch.Tensor]:
     return out
 
 
-class ViTExtractor(FeatureExtractor):
+class ViTExtractor(BackboneExtractor):
     """timm ``vit_base_patch8_224.dino``: 12 blocks and the final norm, CLS dropped -> 28x28x768."""
 
     modality, name = "rgb", "vit_base_patch8_224.dino"
@@ -194,13 +201,13 @@ class ViTExtractor(FeatureExtractor):
         return ident
 
     @torch.no_grad()
-    def extract(self, batch):
+    def extract_raw(self, batch):
         rgb = batch["rgb"].to(self.device, torch.float32)
         tokens = self.model.forward_features(rgb)[:, self.model.num_prefix_tokens:]
         return [{"tokens": t.to(torch.float16).cpu()} for t in tokens]
 
-    def to_grid(self, raws, batch):
-        h, w = self.grid_size
+    def raw_to_grid(self, raws, batch):
+        h, w = self.patch_grid
         tokens = torch.stack([r["tokens"] for r in raws]).float()
         return tokens.transpose(1, 2).reshape(len(raws), self.out_channels, h, w)
 
@@ -209,13 +216,18 @@ class ViTExtractor(FeatureExtractor):
 # Point-MAE
 # ---------------------------------------------------------------------------------------------
 
-class PointMAEExtractor(FeatureExtractor):
-    """Point-MAE encoder on `group_points` groups; `interpolate_to_grid` to the patch grid."""
+class PointMAEExtractor(BackboneExtractor):
+    """Point-MAE encoder on `group_points` groups; `interpolate_to_grid` to the patch grid.
 
-    modality, name = "3d", "point_mae"
+    The cloud is the organized ``xyz`` of the batch: its valid pixels in row-major order (the
+    data layer's ``points``).  Raw outputs: centers (G, 3) float32, group features (G, 1152)
+    float16 and the number of valid centers.
+    """
+
+    modality, name = "xyz", "point_mae"
 
     def __init__(self, weights: str | os.PathLike | None = None, *, random_init: bool = False,
-                 num_groups: int = 1024, group_size: int = 128, grid_size=(28, 28), k: int = 3,
+                 num_groups: int = 1024, group_size: int = 128, patch_grid=(28, 28), k: int = 3,
                  ops: str = "fast", encoder: PointMAEEncoder | None = None):
         if weights is None and not random_init:
             raise WeightsError("<none>", "Point-MAE needs a weight file (or random_init=True)")
@@ -223,7 +235,7 @@ class PointMAEExtractor(FeatureExtractor):
         encoder = encoder if encoder is not None else PointMAEEncoder()
         if weights is not None:
             load_pointmae_state_dict(encoder, weights)
-        super().__init__(encoder.out_channels, grid_size)
+        super().__init__(encoder.out_channels, patch_grid)
         self.encoder = encoder.eval().requires_grad_(False)
         self.weights = None if weights is None else str(weights)
         self.num_groups, self.group_size, self.k = num_groups, group_size, k
@@ -236,11 +248,26 @@ class PointMAEExtractor(FeatureExtractor):
                      num_groups=self.num_groups, group_size=self.group_size, k=self.k)
         return ident
 
+    @staticmethod
+    def _organized(batch, dev):
+        xyz = batch["xyz"].to(dev, torch.float32)
+        valid = batch.get("valid")
+        valid = (xyz != 0).any(1) if valid is None else valid.to(dev)
+        return xyz, valid
+
     @torch.no_grad()
-    def extract(self, batch):
+    def extract_raw(self, batch):
         dev = self.device
-        points = batch["points"].to(dev, torch.float32)
-        lengths = batch["lengths"].to(dev)
+        xyz, valid = self._organized(batch, dev)
+        B = xyz.shape[0]
+        flat = xyz.flatten(2).transpose(1, 2)                       # (B, H*W, 3)
+        v = valid.flatten(1)
+        order = torch.argsort((~v).to(torch.uint8), dim=1, stable=True)
+        lengths = v.sum(1)
+        P = max(int(lengths.max()) if B else 0, 1)
+        points = flat.gather(1, order[:, :P, None].expand(-1, -1, 3))
+        points = torch.where((torch.arange(P, device=dev)[None] < lengths[:, None])[..., None],
+                             points, points.new_zeros(()))
         groups = self.ops.group_points(points, self.num_groups, self.group_size, lengths)
         neighborhoods, centers, idx = groups[0], groups[1], groups[2]
         feats = self.encoder(neighborhoods, centers)
@@ -248,49 +275,63 @@ class PointMAEExtractor(FeatureExtractor):
         return [{"centers": c.float().cpu(), "features": f.to(torch.float16).cpu(),
                  "n_centers": n.cpu()} for c, f, n in zip(centers, feats, n_centers)]
 
-    def to_grid(self, raws, batch):
+    def raw_to_grid(self, raws, batch):
         dev = self.device
         centers = torch.stack([r["centers"] for r in raws]).to(dev)
         feats = torch.stack([r["features"] for r in raws]).to(dev).float()
         lengths = torch.stack([torch.as_tensor(r["n_centers"]) for r in raws]).to(dev, torch.int64)
-        xyz = batch["xyz"].to(dev, torch.float32).permute(0, 2, 3, 1).contiguous()
-        valid = batch["valid"].to(dev)
-        return self.ops.interpolate_to_grid(centers, feats, xyz, valid, k=self.k,
-                                            out_size=self.grid_size, lengths_centers=lengths,
-                                            power=2.0)
+        xyz, valid = self._organized(batch, dev)
+        return self.ops.interpolate_to_grid(centers, feats, xyz.permute(0, 2, 3, 1).contiguous(),
+                                            valid, k=self.k, out_size=self.patch_grid,
+                                            lengths_centers=lengths, power=2.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Choosing the extractors
 # ---------------------------------------------------------------------------------------------
 
-def handcrafted_extractors(ops: str = "fast", grid_size: int = 28) -> tuple[FeatureExtractor, FeatureExtractor]:
-    """The weight-free extractors of `models.handcrafted`, wrapped in this interface."""
-    try:
-        from . import handcrafted
-    except ImportError as err:
-        raise ImportError("the weight-free extractors (mentor3ad_ext.models.handcrafted) are not "
-                          f"available ({err}); pass --rgb-weights and --pointmae-weights, or "
-                          "random_init=True") from None
-    return _wrap_handcrafted(handcrafted, ops, grid_size)
+def handcrafted_extractors(ops: str = "fast", grid_size: int = 28):
+    """The weight-free extractors of `models.handcrafted` on a ``grid_size`` grid.
+
+    With ``ops="reference"`` the FPFH's normals and histograms come from the plain references
+    (`ReferenceFPFHExtractor`; very slow, for end-to-end speed comparisons on a few images).
+    """
+    get_ops(ops)
+    grid = (grid_size, grid_size)
+    xyz = FPFHExtractor(grid) if ops == "fast" else ReferenceFPFHExtractor(grid)
+    return HandcraftedRGBExtractor(grid), xyz
 
 
-def _wrap_handcrafted(module, ops: str, grid_size: int):
-    builders = getattr(module, "build_handcrafted_extractors", None)
-    if builders is not None:
-        rgb, xyz = builders(ops=ops, grid_size=grid_size)
-    else:
-        rgb = module.HandcraftedRGBExtractor()
-        xyz = module.FPFHExtractor()
-    out = []
-    for fn, modality in ((rgb, "rgb"), (xyz, "3d")):
-        if isinstance(fn, FeatureExtractor):
-            out.append(fn)
-        else:
-            params = getattr(fn, "config", None)
-            params = vars(params) if hasattr(params, "__dict__") else {"config": params}
-            out.append(GridExtractor(fn, modality, params=params))
-    return out[0], out[1]
+class ReferenceFPFHExtractor(FPFHExtractor):
+    """`FPFHExtractor` on `mentor3ad_ext.reference` (estimate_normals + fpfh, image by image)."""
+
+    def identity(self) -> dict:
+        ident = extractor_identity(FPFHExtractor(self.patch_grid, max_nn=self.max_nn,
+                                                 normals_k=self.normals_k, viewpoint=self.viewpoint,
+                                                 normalize=self.normalize))
+        ident["params"]["ops"] = "reference"
+        return ident
+
+    def pixel_features(self, x, valid=None):
+        from mentor3ad_ext import reference
+
+        if self.radius is not None or self.normals_radius is not None:
+            raise ValueError("ReferenceFPFHExtractor supports k-nearest neighbourhoods only")
+        B, _, H, W = x.shape
+        if valid is None:
+            valid = torch.isfinite(x).all(1) & (x != 0).any(1)
+        # in the input's dtype, like the fast path: FPFH's source-point choice compares two
+        # cosines, so rounding differences between dtypes can move a pair to another bin
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        out = torch.zeros((B, H, W, 33), dtype=dtype)
+        for b in range(B):
+            pts = x[b].detach().permute(1, 2, 0)[valid[b]].to(dtype).cpu()[None]
+            if pts.shape[1] == 0:
+                continue
+            nrm = reference.estimate_normals(pts, k=self.normals_k, viewpoint=self.viewpoint)
+            out[b][valid[b].cpu()] = reference.fpfh(pts, nrm, max_nn=self.max_nn)[0].to(dtype)
+        out = out.permute(0, 3, 1, 2).to(x.device, x.dtype)
+        return out / 200.0 if self.normalize else out
 
 
 def build_extractors(rgb_weights=None, pointmae_weights=None, *, random_init: bool = False,
@@ -316,7 +357,7 @@ def build_extractors(rgb_weights=None, pointmae_weights=None, *, random_init: bo
         log("note: no --rgb-weights given: using the weight-free hand-crafted RGB features")
     if pointmae_weights is not None or random_init:
         xyz = PointMAEExtractor(pointmae_weights, random_init=random_init, ops=ops,
-                                grid_size=(grid_size, grid_size))
+                                patch_grid=(grid_size, grid_size))
         if pointmae_weights is None:
             log("warning: 3D extractor: Point-MAE with RANDOM weights (random_init); features "
                 "are not meaningful for anomaly detection")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Mentor3ADConfig, load_config
-from .extractors import FeatureExtractor, to_shared_grid
+from .extractors import extract_raw, extractor_identity, raw_to_grid, to_shared_grid
 from .heads import Mentor3ADHeads
 
 
@@ -28,11 +28,11 @@ def foreground_cells(valid: torch.Tensor, grid_size: int) -> torch.Tensor:
 class Mentor3AD(nn.Module):
     """The model of one class: two frozen extractors and the trainable heads."""
 
-    def __init__(self, config: Mentor3ADConfig | str | None, rgb_extractor: FeatureExtractor,
-                 xyz_extractor: FeatureExtractor):
+    def __init__(self, config: Mentor3ADConfig | str | None, rgb_extractor: nn.Module,
+                 xyz_extractor: nn.Module):
         super().__init__()
         self.config = load_config(config)
-        if rgb_extractor.modality != "rgb" or xyz_extractor.modality != "3d":
+        if rgb_extractor.modality != "rgb" or xyz_extractor.modality != "xyz":
             raise ValueError(f"expected an rgb and a 3d extractor, got {rgb_extractor.modality!r} "
                              f"and {xyz_extractor.modality!r}")
         self.rgb_extractor, self.xyz_extractor = rgb_extractor, xyz_extractor
@@ -40,20 +40,21 @@ class Mentor3AD(nn.Module):
                                     xyz_extractor.out_channels)
 
     @property
-    def extractors(self) -> tuple[FeatureExtractor, FeatureExtractor]:
+    def extractors(self) -> tuple[nn.Module, nn.Module]:
         return self.rgb_extractor, self.xyz_extractor
 
     def extractor_identity(self) -> dict:
-        return {"rgb": self.rgb_extractor.identity(), "3d": self.xyz_extractor.identity()}
+        return {"rgb": extractor_identity(self.rgb_extractor),
+                "3d": extractor_identity(self.xyz_extractor)}
 
     def grid_features(self, batch: dict, raws: tuple[Sequence[dict], Sequence[dict]] | None = None):
         """``(F_rgb (B, C_r, g, g), F_3d (B, C_x, g, g), foreground (B, g, g))`` on the shared grid."""
         g = self.config.grid_size
         if raws is None:
-            raws = (self.rgb_extractor.extract(batch), self.xyz_extractor.extract(batch))
+            raws = (extract_raw(self.rgb_extractor, batch), extract_raw(self.xyz_extractor, batch))
         dev = self.heads.rgb_mean.device
-        f_r = to_shared_grid(self.rgb_extractor.to_grid(raws[0], batch).to(dev).float(), g)
-        f_x = to_shared_grid(self.xyz_extractor.to_grid(raws[1], batch).to(dev).float(), g)
+        f_r = to_shared_grid(raw_to_grid(self.rgb_extractor, raws[0], batch).to(dev).float(), g)
+        f_x = to_shared_grid(raw_to_grid(self.xyz_extractor, raws[1], batch).to(dev).float(), g)
         fg = foreground_cells(batch["valid"].to(dev), g)
         return f_r, f_x, fg
 
