@@ -2,6 +2,7 @@
 // from tensor.data_ptr()), sizes, a dtype tag and a device/stream, fills a plain parameter struct
 // and calls the CPU or CUDA kernel with the GIL released. Validation is the adapter's job
 // (mentor3ad_ext/ops); kernels only clamp what could otherwise read out of bounds.
+#include <omp.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -43,7 +44,7 @@ py::dict build_info() {
   info["version"] = M3AD_VERSION;
   info["compiler"] = M3AD_COMPILER;
   info["threads"] = m3ad::get_num_threads();
-  info["threading"] = "std::thread pool";
+  info["threading"] = "OpenMP " + std::to_string(_OPENMP);
 #ifdef M3AD_WITH_CUDA
   info["cuda"] = true;
   info["cuda_version"] = std::to_string(CUDART_VERSION / 1000) + "." + std::to_string((CUDART_VERSION % 1000) / 10);

@@ -1,5 +1,4 @@
-// CPU parallelism for all kernels: one persistent worker pool, static chunking.
-// Kept free of OpenMP so that the extension never fights torch's own OpenMP runtime.
+// CPU parallelism for all kernels (OpenMP underneath; see parallel.cpp for why).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,8 +10,7 @@ int get_num_threads();
 void set_num_threads(int n);
 
 // Calls body(begin, end) on disjoint chunks covering [0, n), each at least `grain` long.
-// Runs inline when the range is small, when called from inside a worker, or when another
-// caller holds the pool (ops called concurrently from several Python threads stay correct).
+// Runs inline when the range is small or when called from inside a parallel region.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
 }  // namespace m3ad
