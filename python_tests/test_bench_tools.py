@@ -88,6 +88,7 @@ def test_peak_memory_sees_an_allocation_on_cpu():
 def test_rounds_and_slug():
     assert rounds_for(0.001, 1.0, 50) == 50
     assert rounds_for(5.0, 1.0, 50) == 1
+    assert rounds_for(0.9, 1.0, 50) == 3  # a median of one call is no median
     assert device_slug("cpu").startswith("cpu-") and device_slug("cpu").endswith("c")
 
 
@@ -112,7 +113,7 @@ def test_results_file_and_summary_table(tmp_path):
     assert doc["versions"]["torch"] == torch.__version__ and doc["build_info"]["package_version"]
     text = summarize.table(doc)
     assert "| fps N=1k K=1024" not in text and "| **ours** | 2 ms |" in text
-    assert "| peer | 10 ms | 9 ms | 5x |" in text and "missing (missing not importable)" in text
+    assert "| peer | 10 ms | 9 ms | 5x | 5x |" in text and "missing (missing not importable)" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{summarize.BEGIN}\nold\n{summarize.END}\nb\n")
     summarize.replace_block(readme, text)

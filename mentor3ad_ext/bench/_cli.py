@@ -59,7 +59,7 @@ def _run_case(case, target_s: float, out=None) -> bool:
             continue
         del result
         # The checked call was the warm-up (lazy init, caches); at least one more call is timed.
-        times = time_rounds(fn, rounds_for(first, target_s, max_rounds=20))
+        times = time_rounds(fn, rounds_for(first, target_s, max_rounds=20, min_rounds=1))
         t = median(times) * impl.scale
         if impl.role == OURS:
             t_ours = t

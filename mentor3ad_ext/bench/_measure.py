@@ -128,11 +128,19 @@ def time_rounds(fn: Callable[[], Any], rounds: int) -> list:
     return times
 
 
-def rounds_for(first_call_s: float, target_s: float, max_rounds: int = 50) -> int:
-    """How many timed rounds fit in about `target_s`, from the first call's time (>= 1)."""
+def rounds_for(first_call_s: float, target_s: float, max_rounds: int = 50, min_rounds: int = 3,
+               min_rounds_below_s: float = 2.0) -> int:
+    """How many timed rounds fit in about `target_s`, from the first call's time.
+
+    Calls under `min_rounds_below_s` get at least `min_rounds` rounds, so that a median is a
+    median even when one call takes most of the target; slower calls get one round.
+    """
     if first_call_s <= 0:
         return max_rounds
-    return int(max(1, min(max_rounds, round(target_s / first_call_s))))
+    n = int(round(target_s / first_call_s))
+    if first_call_s < min_rounds_below_s:
+        n = max(n, min_rounds)
+    return int(max(1, min(max_rounds, n)))
 
 
 def median(xs) -> float:
