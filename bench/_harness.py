@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -59,7 +60,8 @@ def params(cases: Iterable[Case]) -> List[Any]:
             marks.append(pytest.mark.cuda)
             marks.append(pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))
         for impl in case.impls:
-            pid = f"{case.op}-{case.name}-{case.device}-{impl.name}".replace(" x ", "x").replace(" ", "_")
+            # -k friendly: pytest's -k accepts letters, digits, _ - . only (no '=', spaces, parens).
+            pid = re.sub(r"[^\w.-]+", "_", f"{case.op}-{case.name}-{case.device}-{impl.name}".replace("=", "")).strip("_")
             out.append(pytest.param((case, impl.name), marks=marks, id=pid))
     return out
 

@@ -7,7 +7,9 @@ import sys
 # OMP_WAIT_POLICY=ACTIVE (or any explicit value) keeps the environment as it is.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    os.execv(sys.executable, [sys.executable, "-m", "mentor3ad_ext.bench", *sys.argv[1:]])
+    # sys.orig_argv (3.10+) keeps interpreter flags such as -X or -W.
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, "-m", "mentor3ad_ext.bench", *sys.argv[1:]]
+    os.execv(sys.executable, argv)
 
 from ._cli import main  # noqa: E402
 
