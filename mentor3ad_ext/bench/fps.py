@@ -149,6 +149,7 @@ def _check_exact(name: str, got: np.ndarray, want: np.ndarray, what: str) -> str
 
 def _check_property(name: str, idx: np.ndarray, data: _Data) -> str:
     """Hard: K distinct in-range indices per cloud. Soft: same order as ours from its start."""
+    idx = _as_idx(idx)
     size = data.size
     if idx.shape[0] != size.B or idx.shape[1] < size.K:
         raise AssertionError(f"{name}: expected ({size.B}, >={size.K}) indices, got {idx.shape}")
@@ -238,7 +239,7 @@ def fps_case(size: FpsSize, device: str, seed: int = 0) -> Case:
     impls.append(Impl("torch_cluster.fps", PEER, lambda: _prep_torch_cluster(data),
                       lambda out: _check_property("torch_cluster", out, data), requires=("torch_cluster",)))
     impls.append(Impl("pytorch3d sample_farthest_points", PEER, lambda: _prep_pytorch3d(data),
-                      lambda out: _check_property("pytorch3d", _as_idx(out), data), requires=("pytorch3d",)))
+                      lambda out: _check_property("pytorch3d", out, data), requires=("pytorch3d",)))
     return Case("fps", size.name, device, dataclasses.asdict(size), impls, slow=size.slow, data=data)
 
 
