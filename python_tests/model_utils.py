@@ -77,7 +77,7 @@ class PatchXYZ(_PatchExtractor):
         return torch.cat([proj, frac], -1).permute(0, 3, 1, 2).contiguous()
 
 
-def test_extractors():
+def patch_extractors():
     return PatchRGB(), PatchXYZ()
 
 
@@ -86,8 +86,8 @@ def tiny_config(name: str = "mentor3ad", **changes):
 
     base = get_preset(name)
     train = {"epochs": 3, "mfm_epochs": 2, "batch_size": 4, **changes.pop("train", {})}
-    return base.replace(proj_hidden=32, proj_dim=16, mentor_dim=8, mapper_hidden=48,
-                        train=train, **changes)
+    sizes = {"proj_hidden": 32, "proj_dim": 16, "mentor_dim": 8, "mapper_hidden": 48, **changes}
+    return base.replace(train=train, **sizes)
 
 
 def make_synth(root, classes=("cookie",), n_train=4, n_val=1, n_test=1, size=64, seed=0,

@@ -166,10 +166,11 @@ def test_patch_maps_and_vote():
     for n, m in maps.items():
         pix = m[valid].double()
         assert abs(pix.mean()) < 1e-4 and abs(pix.std(unbiased=False) - 1) < 1e-3, n
-    # product map = product of the upsampled distances, before smoothing
+    # product map: CFM's (product of the upsampled distances, then smoothed), as its square root
     prod = vm.candidate_maps(patch, valid, ("product",))["product"]
     up = lambda k: F.interpolate(patch[k][:, None], size=(32, 32), mode="bilinear")[:, 0] * valid  # noqa: E731
-    assert torch.allclose(prod, gaussian_blur(up("rgb") * up("3d"), 1.0), atol=1e-6)
+    cfm = gaussian_blur(up("rgb") * up("3d"), 1.0)
+    assert torch.allclose(prod, cfm.clamp_min(0).sqrt(), atol=1e-6)
     # hard vote: count of maps above their normal quantile, times the mean
     hard = vm.with_vote(cfg.replace(vote="hard"))
     hfinal, hscore, _ = hard(patch, valid)

@@ -14,7 +14,8 @@ per-cell distance maps; `VotingModule` turns those into the final anomaly map an
 * MGM: CFM's two mappers (3-layer GELU MLPs, hidden 960), conditioned on the mentor by
   concatenation ``G([F ; M])`` or FiLM; loss ``1 - cos`` per direction on foreground patches.
   Shortcut guards: mentor dropout (per patch) while training, stop-gradient into the MFM.
-* VM: candidate maps (3D / RGB reconstruction distance, their product, the mentor's cross-modal
+* VM: candidate maps (3D / RGB reconstruction distance, their product - CFM's map, taken as its
+  square root: the same ranking on a distance's scale - and the mentor's cross-modal
   disagreement ``1 - cos(phi_r, phi_x)``) upsampled to the image, masked to the object,
   Gaussian-smoothed, normalised with statistics of normal pixels and voted (soft: mean; hard:
   number of maps above their normal quantile times the mean).  Image score: the same vote over
@@ -312,12 +313,14 @@ class VotingModule(nn.Module):
         out = {}
         for name in names:
             if name == "product":
-                raw = upsampled("rgb") * upsampled("3d")
-            else:
-                if name not in patch_maps:
-                    raise ValueError(f"map {name!r} needs the mentor (use_mentor=True)")
-                raw = upsampled(name)
-            out[name] = gaussian_blur(raw, self.config.sigma)
+                # CFM's map (the product of the distances, smoothed), as its square root: the
+                # same ranking, on the scale of a distance, so that it does not swamp the vote
+                prod = gaussian_blur(upsampled("rgb") * upsampled("3d"), self.config.sigma)
+                out[name] = prod.clamp_min(0).sqrt()
+                continue
+            if name not in patch_maps:
+                raise ValueError(f"map {name!r} needs the mentor (use_mentor=True)")
+            out[name] = gaussian_blur(upsampled(name), self.config.sigma)
         return out
 
     @torch.no_grad()
