@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "common/parallel.h"
@@ -45,10 +46,12 @@ class KdTree {
   KdTree(const T* pts, int64_t n, int leaf_size = kLeafSize) : leaf_size_(leaf_size) {
     // Partition a contiguous copy of (coordinates, index) records: far fewer cache misses
     // than partitioning indices into the caller's array.
+    if (n > std::numeric_limits<int32_t>::max())
+      throw std::invalid_argument("mentor3ad_ext: a single cloud may hold at most 2^31 - 1 points on the CPU");
     std::vector<Rec> recs(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       for (int j = 0; j < D; ++j) recs[i].c[j] = pts[i * D + j];
-      recs[i].index = i;
+      recs[i].index = static_cast<int32_t>(i);
     }
     order_.resize(n);
     coords_.resize(static_cast<size_t>(n) * D);
@@ -90,9 +93,20 @@ class KdTree {
   }
 
  private:
+  // 32-bit indices keep a float record at 16 bytes: nth_element moves a third less memory.
   struct Rec {
     T c[D];
-    int64_t index;
+    int32_t index;
+  };
+
+  struct Box {
+    T lo[D], hi[D];
+  };
+
+  struct Task {
+    int64_t b, e;
+    int32_t id, parent;
+    Box box;
   };
 
   // Median splits make the tree's shape a function of sizes alone, so node ids are known in
@@ -104,15 +118,23 @@ class KdTree {
     return 1 + subtree_nodes(n / 2) + subtree_nodes(n - n / 2);
   }
 
-  struct Task {
-    int64_t b, e;
-    int32_t id, parent;
-  };
+
+  // Split axes come from "loose" boxes (the parent's box cut at the split value, no scan); the
+  // tight boxes used for pruning are computed bottom-up once the records are in place. Each
+  // level therefore costs one nth_element pass, not an extra min/max scan of every point.
 
   void build_parallel(Rec* recs, int64_t n) {
+    Box root;
+    for (int j = 0; j < D; ++j) root.lo[j] = root.hi[j] = recs[0].c[j];
+    for (int64_t i = 1; i < n; ++i)
+      for (int j = 0; j < D; ++j) {
+        root.lo[j] = std::min(root.lo[j], recs[i].c[j]);
+        root.hi[j] = std::max(root.hi[j], recs[i].c[j]);
+      }
     // Split serially, breadth first, until there is enough independent work for every thread.
-    std::vector<Task> tasks{{0, n, 0, -1}};
-    const size_t want = static_cast<size_t>(4 * get_num_threads());
+    std::vector<Task> tasks{{0, n, 0, -1, root}};
+    // Small trees build faster on one thread than it takes to wake a second one.
+    const size_t want = n < (int64_t{1} << 17) ? 1 : static_cast<size_t>(4 * get_num_threads());
     while (tasks.size() < want && n > 64 * leaf_size_) {
       std::vector<Task> next;
       bool split_any = false;
@@ -121,58 +143,76 @@ class KdTree {
           next.push_back(t);
           continue;
         }
-        const int64_t mid = split(recs, t.b, t.e, t.id, t.parent);
-        const int32_t l = t.id + 1;
-        const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - t.b));
-        nodes_[t.id].left = l;
-        nodes_[t.id].right = r;
-        next.push_back({t.b, mid, l, t.id});
-        next.push_back({mid, t.e, r, t.id});
+        Task l, r;
+        split(recs, t, &l, &r);
+        next.push_back(l);
+        next.push_back(r);
         split_any = true;
       }
       tasks.swap(next);
       if (!split_any) break;
     }
     parallel_for(static_cast<int64_t>(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) build(recs, tasks[t].b, tasks[t].e, tasks[t].id, tasks[t].parent);
+      for (int64_t t = t0; t < t1; ++t) build(recs, tasks[t]);
     });
+    // Tight boxes: leaves scan their own records (in parallel), parents take the union.
+    parallel_for(static_cast<int64_t>(nodes_.size()), std::max<int64_t>(256, (int64_t{1} << 17) / leaf_size_),
+                 [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        Node& nd = nodes_[i];
+        if (!nd.leaf()) continue;
+        for (int j = 0; j < D; ++j) nd.lo[j] = nd.hi[j] = recs[nd.begin].c[j];
+        for (int64_t k = nd.begin + 1; k < nd.end; ++k)
+          for (int j = 0; j < D; ++j) {
+            nd.lo[j] = std::min(nd.lo[j], recs[k].c[j]);
+            nd.hi[j] = std::max(nd.hi[j], recs[k].c[j]);
+          }
+      }
+    });
+    for (int64_t i = static_cast<int64_t>(nodes_.size()) - 1; i >= 0; --i) {
+      Node& nd = nodes_[i];
+      if (nd.leaf()) continue;
+      const Node& a = nodes_[nd.left];
+      const Node& b = nodes_[nd.right];
+      for (int j = 0; j < D; ++j) {
+        nd.lo[j] = std::min(a.lo[j], b.lo[j]);
+        nd.hi[j] = std::max(a.hi[j], b.hi[j]);
+      }
+    }
   }
 
-  // Fills node `id` for records [b, e); returns the split position (e when it is a leaf).
-  int64_t split(Rec* recs, int64_t b, int64_t e, int32_t id, int32_t parent) {
-    Node& nd = nodes_[id];
-    nd.begin = b;
-    nd.end = e;
-    nd.parent = parent;
+  // Fills node t.id; when it is not a leaf, partitions its records at the median of the loose
+  // box's widest axis and describes the two children.
+  bool split(Rec* recs, const Task& t, Task* left, Task* right) {
+    Node& nd = nodes_[t.id];
+    nd.begin = t.b;
+    nd.end = t.e;
+    nd.parent = t.parent;
     nd.left = nd.right = -1;
-    for (int j = 0; j < D; ++j) {
-      nd.lo[j] = std::numeric_limits<T>::infinity();
-      nd.hi[j] = -std::numeric_limits<T>::infinity();
-    }
-    for (int64_t i = b; i < e; ++i)
-      for (int j = 0; j < D; ++j) {
-        nd.lo[j] = std::min(nd.lo[j], recs[i].c[j]);
-        nd.hi[j] = std::max(nd.hi[j], recs[i].c[j]);
-      }
-    if (e - b <= leaf_size_) return e;
+    if (t.e - t.b <= leaf_size_) return false;
     int axis = 0;
     for (int j = 1; j < D; ++j)
-      if (nd.hi[j] - nd.lo[j] > nd.hi[axis] - nd.lo[axis]) axis = j;
-    const int64_t mid = b + (e - b) / 2;
-    std::nth_element(recs + b, recs + mid, recs + e,
+      if (t.box.hi[j] - t.box.lo[j] > t.box.hi[axis] - t.box.lo[axis]) axis = j;
+    const int64_t mid = t.b + (t.e - t.b) / 2;
+    std::nth_element(recs + t.b, recs + mid, recs + t.e,
                      [axis](const Rec& x, const Rec& y) { return x.c[axis] < y.c[axis]; });
-    return mid;
+    const T cut = recs[mid].c[axis];
+    const int32_t l = t.id + 1;
+    const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - t.b));
+    nd.left = l;
+    nd.right = r;
+    *left = {t.b, mid, l, t.id, t.box};
+    *right = {mid, t.e, r, t.id, t.box};
+    left->box.hi[axis] = cut;
+    right->box.lo[axis] = cut;
+    return true;
   }
 
-  void build(Rec* recs, int64_t b, int64_t e, int32_t id, int32_t parent) {
-    const int64_t mid = split(recs, b, e, id, parent);
-    if (mid == e) return;
-    const int32_t l = id + 1;
-    const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - b));
-    nodes_[id].left = l;
-    nodes_[id].right = r;
-    build(recs, b, mid, l, id);
-    build(recs, mid, e, r, id);
+  void build(Rec* recs, const Task& t) {
+    Task l, r;
+    if (!split(recs, t, &l, &r)) return;
+    build(recs, l);
+    build(recs, r);
   }
 
   int leaf_size_;
