@@ -216,6 +216,7 @@ def run_training(run: TrainRun, dist_ctx: DistContext | None = None) -> dict:
         else:
             _fit_vote(model, normal)
         entry = {"n_train": len(train_feats), "n_normal_stats": len(normal),
+                 "heads_checksum": float(sum(p.detach().double().sum() for p in model.heads.parameters())),
                  "history": history[-1:] if history else [],
                  "time_features_s": round(t_feat, 2), "time_train_s": round(t_train, 2)}
         if run.evaluate and ctx.is_main:
