@@ -14,10 +14,6 @@
 namespace m3ad {
 namespace {
 
-inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
-  return a ? std::min<int64_t>(std::max<int64_t>(a[b], 0), hi) : hi;
-}
-
 template <typename T>
 void write_row(std::vector<std::pair<int64_t, T>>& hits, int64_t K, T* dists, int64_t* idx) {
   std::sort(hits.begin(), hits.end());
@@ -78,12 +74,7 @@ void tree_query(const KdTree<T, D>& tree, const T* q, T r2, int64_t K,
 
 template <typename T, int D>
 void run_tree(const BallQueryParams& p, T r2) {
-  std::vector<std::unique_ptr<KdTree<T, D>>> trees(p.B);
-  parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      trees[b] = std::make_unique<KdTree<T, D>>(static_cast<const T*>(p.p2) + b * p.P2 * D,
-                                                clamp_len(p.lengths2, b, p.P2));
-  });
+  const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, KdTree<T, D>::kLeafSize);
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {

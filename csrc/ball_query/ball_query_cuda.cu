@@ -19,10 +19,10 @@ __global__ void ball_query_kernel(BallQueryParams p, T r2) {
   T* dists = static_cast<T*>(p.dists) + r * p.K;
   int64_t* idx = p.idx + r * p.K;
   int64_t count = 0;
-  if (q < clamp_len_dev(p.lengths1, b, p.P1)) {
+  if (q < clamp_len(p.lengths1, b, p.P1)) {
     const T* query = static_cast<const T*>(p.p1) + r * p.D;
     const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    const int64_t n2 = clamp_len_dev(p.lengths2, b, p.P2);
+    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
     for (int64_t j = 0; j < n2 && count < p.K; ++j) {
       const T d = point_dist<T, kDim>(cloud + j * p.D, query, p.D, 2);
       if (d < r2) {

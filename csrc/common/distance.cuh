@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "common/launch.h"
+
 namespace m3ad {
 
 template <typename T>
@@ -21,10 +23,5 @@ __device__ __forceinline__ T point_dist(const T* a, const T* b, int64_t D, int n
   return d;
 }
 
-__device__ __forceinline__ int64_t clamp_len_dev(const int64_t* a, int64_t b, int64_t hi) {
-  if (!a) return hi;
-  const int64_t v = a[b];
-  return v < 0 ? 0 : (v > hi ? hi : v);
-}
 
 }  // namespace m3ad

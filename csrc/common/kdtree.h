@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
 
+#include "common/launch.h"
 #include "common/parallel.h"
 
 namespace m3ad {
@@ -220,5 +222,18 @@ class KdTree {
   std::vector<T> coords_;
   std::vector<Node> nodes_;
 };
+
+// One tree per cloud of a padded (B, P, D) batch (cloud b holds clamp_len(lengths, b, P)
+// points), built in parallel over clouds.
+template <typename T, int D>
+std::vector<std::unique_ptr<KdTree<T, D>>> build_trees(const T* points, const int64_t* lengths, int64_t B,
+                                                        int64_t P, int leaf_size) {
+  std::vector<std::unique_ptr<KdTree<T, D>>> trees(static_cast<size_t>(B));
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      trees[b] = std::make_unique<KdTree<T, D>>(points + b * P * D, clamp_len(lengths, b, P), leaf_size);
+  });
+  return trees;
+}
 
 }  // namespace m3ad

@@ -11,6 +11,17 @@ struct Device {
   bool is_cuda() const { return index >= 0; }
 };
 
+// lengths[b] clamped to [0, hi]; a null lengths array means every cloud is full. Kernels clamp
+// so that lengths the adapter did not check (value checks off) can never index out of bounds.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline int64_t clamp_len(const int64_t* lengths, int64_t b, int64_t hi) {
+  if (!lengths) return hi;
+  const int64_t v = lengths[b];
+  return v < 0 ? 0 : (v > hi ? hi : v);
+}
+
 [[noreturn]] inline void no_cuda_build(const char* op) {
   throw std::runtime_error(std::string("mentor3ad_ext: ") + op +
                            " was called on a CUDA tensor but this build has no CUDA kernels "

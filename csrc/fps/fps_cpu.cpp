@@ -26,10 +26,6 @@ inline bool better(T v, int64_t i, T best_v, int64_t best_i) {
   return v > best_v || (v == best_v && i < best_i);
 }
 
-inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
-  return a ? std::min<int64_t>(std::max<int64_t>(a[b], 0), hi) : hi;
-}
-
 template <typename T>
 class KdFps {
  public:

@@ -24,10 +24,8 @@ struct Cloud {
 };
 
 __device__ __forceinline__ Cloud cloud_of(const FpsParams& p, int64_t b) {
-  int64_t n = p.lengths ? p.lengths[b] : p.P;
-  n = n < 0 ? 0 : (n > p.P ? p.P : n);
-  int64_t k = p.k ? p.k[b] : p.K_max;
-  k = k < 0 ? 0 : (k > p.K_max ? p.K_max : k);
+  const int64_t n = clamp_len(p.lengths, b, p.P);
+  const int64_t k = clamp_len(p.k, b, p.K_max);
   return {n, k < n ? k : n};
 }
 

@@ -13,10 +13,6 @@
 namespace m3ad {
 namespace {
 
-inline int64_t clamp_len(const int64_t* a, int64_t b, int64_t hi) {
-  return a ? std::min<int64_t>(std::max<int64_t>(a[b], 0), hi) : hi;
-}
-
 constexpr int kMaxLeaf = 32;
 constexpr int kLeaf = 24;  // a leaf holds at most kLeaf points (<= kMaxLeaf)
 
@@ -100,12 +96,7 @@ std::vector<int64_t> morton_order(const T* q, int64_t n) {
 
 template <typename T, int D, int kNorm>
 void run_tree(const KnnParams& p) {
-  std::vector<std::unique_ptr<KdTree<T, D>>> trees(p.B);
-  parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      trees[b] = std::make_unique<KdTree<T, D>>(static_cast<const T*>(p.p2) + b * p.P2 * D,
-                                                clamp_len(p.lengths2, b, p.P2), kLeaf);
-  });
+  const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kLeaf);
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
   std::vector<std::vector<int64_t>> orders(p.B);

@@ -27,7 +27,7 @@ __global__ void knn_registers(KnnParams p) {
     dk[s] = INFINITY;
     ik[s] = -1;
   }
-  if (q < clamp_len_dev(p.lengths1, b, p.P1)) {
+  if (q < clamp_len(p.lengths1, b, p.P1)) {
     const T* query = static_cast<const T*>(p.p1) + r * p.D;
     T qv[kDim > 0 ? kDim : 1];
     if (kDim > 0) {
@@ -36,7 +36,7 @@ __global__ void knn_registers(KnnParams p) {
     }
     const T* qp = kDim > 0 ? qv : query;
     const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    const int64_t n2 = clamp_len_dev(p.lengths2, b, p.P2);
+    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
     for (int64_t j = 0; j < n2; ++j) {
       const T d = point_dist<T, kDim>(cloud + j * p.D, qp, p.D, p.norm);
       if (!(d < dk[KB - 1])) continue;
@@ -75,10 +75,10 @@ __global__ void knn_global(KnnParams p) {
     ik[s] = -1;
   }
   int64_t count = 0;
-  if (q < clamp_len_dev(p.lengths1, b, p.P1)) {
+  if (q < clamp_len(p.lengths1, b, p.P1)) {
     const T* query = static_cast<const T*>(p.p1) + r * p.D;
     const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    const int64_t n2 = clamp_len_dev(p.lengths2, b, p.P2);
+    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
     T worst = INFINITY;
     for (int64_t j = 0; j < n2; ++j) {
       const T d = point_dist<T, kDim>(cloud + j * p.D, query, p.D, p.norm);

@@ -7,8 +7,7 @@ import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, ptr
-from .knn import KNN, _pair_inputs, knn_gather
-from .gather import masked_gather, scatter_add_rows
+from .knn import KNN, _pair_inputs, knn_gather, pair_distance_backward
 
 OP = "ball_query"
 
@@ -38,11 +37,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_dists, grad_idx):
     p1, p2, idx = ctx.saved_tensors
-    diff = p1[:, :, None, :] - masked_gather(p2, idx)
-    g = torch.where((idx >= 0)[..., None], 2 * diff * grad_dists[..., None], diff.new_zeros(()))
-    B, P1, K, D = g.shape
-    grad_p2 = -scatter_add_rows(g.reshape(B, P1 * K, D), idx.reshape(B, P1 * K), p2.shape[1])
-    return g.sum(2), grad_p2, None, None, None, None
+    g1, g2 = pair_distance_backward(p1, p2, idx, grad_dists, 2, *ctx.needs_input_grad[:2])
+    return g1, g2, None, None, None, None
 
 
 _ball_query.register_autograd(_backward, setup_context=_setup)

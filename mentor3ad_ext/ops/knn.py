@@ -37,6 +37,21 @@ def _(p1, p2, lengths1, lengths2, K, norm):
     return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
 
 
+def pair_distance_backward(p1, p2, idx, grad_dists, norm: int, needs_p1: bool = True, needs_p2: bool = True):
+    """Gradients of per-neighbour distances d[b, q, j] = dist(p1[b, q], p2[b, idx[b, q, j]]) (norm 2:
+    squared Euclidean, norm 1: L1) w.r.t. p1 and p2. Shared by knn_points and ball_query; the p2
+    part is the deterministic row scatter."""
+    diff = p1[:, :, None, :] - masked_gather(p2, idx)  # (B, P1, K, D); zero rows for idx -1
+    g = grad_dists[..., None] * (2 * diff if norm == 2 else torch.sign(diff))
+    g = torch.where((idx >= 0)[..., None], g, g.new_zeros(()))
+    grad_p1 = g.sum(2) if needs_p1 else None
+    grad_p2 = None
+    if needs_p2:
+        B, P1, K, D = g.shape
+        grad_p2 = -scatter_add_rows(g.reshape(B, P1 * K, D), idx.reshape(B, P1 * K), p2.shape[1])
+    return grad_p1, grad_p2
+
+
 def _knn_setup(ctx, inputs, output):
     p1, p2, _, _, _, norm = inputs
     ctx.save_for_backward(p1, p2, output[1])
@@ -45,15 +60,8 @@ def _knn_setup(ctx, inputs, output):
 
 def _knn_backward(ctx, grad_dists, grad_idx):
     p1, p2, idx = ctx.saved_tensors
-    diff = p1[:, :, None, :] - masked_gather(p2, idx)  # (B, P1, K, D); zero rows for idx -1
-    g = grad_dists[..., None] * (2 * diff if ctx.norm == 2 else torch.sign(diff))
-    g = torch.where((idx >= 0)[..., None], g, g.new_zeros(()))
-    grad_p1 = g.sum(2) if ctx.needs_input_grad[0] else None
-    grad_p2 = None
-    if ctx.needs_input_grad[1]:
-        B, P1, K, D = g.shape
-        grad_p2 = -scatter_add_rows(g.reshape(B, P1 * K, D), idx.reshape(B, P1 * K), p2.shape[1])
-    return grad_p1, grad_p2, None, None, None, None
+    g1, g2 = pair_distance_backward(p1, p2, idx, grad_dists, ctx.norm, *ctx.needs_input_grad[:2])
+    return g1, g2, None, None, None, None
 
 
 _knn.register_autograd(_knn_backward, setup_context=_knn_setup)

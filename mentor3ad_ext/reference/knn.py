@@ -30,21 +30,24 @@ def _pairwise(q, pts, norm):
     return sqdist(q[:, None, :], pts[None, :, :])
 
 
-def knn_points(p1, p2, lengths1=None, lengths2=None, K=1, return_nn=False, return_sorted=True, *, norm=2):
-    """Materialises the full (P1, P2) distance matrix; ascending (distance, index) order."""
+def _per_cloud(p1, p2, lengths1, lengths2, K, norm):
+    """Zeroed (dists, idx=-1) outputs and, per non-empty cloud, (b, its (n1, n2) distance matrix)."""
     a, b = _prep(p1, p2)
-    B, P1, D = a.shape
+    B, P1, _ = a.shape
     n1s, n2s = _lengths(lengths1, B, P1), _lengths(lengths2, B, b.shape[1])
     dists = torch.zeros((B, P1, K), dtype=a.dtype, device=a.device)
     idx = torch.full((B, P1, K), -1, dtype=torch.int64, device=a.device)
-    for i in range(B):
-        n1, n2 = n1s[i], n2s[i]
-        if n1 == 0 or n2 == 0:
-            continue
-        d = _pairwise(a[i, :n1], b[i, :n2], norm)
+    clouds = [(i, _pairwise(a[i, :n1s[i]], b[i, :n2s[i]], norm)) for i in range(B) if n1s[i] and n2s[i]]
+    return dists, idx, clouds
+
+
+def knn_points(p1, p2, lengths1=None, lengths2=None, K=1, return_nn=False, return_sorted=True, *, norm=2):
+    """Materialises the full (P1, P2) distance matrix; ascending (distance, index) order."""
+    dists, idx, clouds = _per_cloud(p1, p2, lengths1, lengths2, K, norm)
+    for i, d in clouds:
         # A stable sort keeps equal distances in index order.
         order = torch.sort(d, dim=1, stable=True).indices[:, :K]
-        k = order.shape[1]
+        n1, k = order.shape
         idx[i, :n1, :k] = order
         dists[i, :n1, :k] = torch.gather(d, 1, order)
     nn = knn_gather(p2, idx, lengths2) if return_nn else None
@@ -64,18 +67,11 @@ def knn_gather(x, idx, lengths=None):
 
 
 def ball_query(p1, p2, lengths1=None, lengths2=None, K=500, radius=0.2, return_nn=True):
-    a, b = _prep(p1, p2)
-    B, P1, D = a.shape
-    r2 = torch.tensor(float(radius) * float(radius), dtype=torch.float64).to(a.dtype)
-    n1s, n2s = _lengths(lengths1, B, P1), _lengths(lengths2, B, b.shape[1])
-    dists = torch.zeros((B, P1, K), dtype=a.dtype, device=a.device)
-    idx = torch.full((B, P1, K), -1, dtype=torch.int64, device=a.device)
-    for i in range(B):
-        n1, n2 = n1s[i], n2s[i]
-        if n1 == 0 or n2 == 0:
-            continue
-        d = _pairwise(a[i, :n1], b[i, :n2], 2)
-        for q in range(n1):
+    """The first K points in index order with squared distance < radius**2 (rounded to the dtype)."""
+    dists, idx, clouds = _per_cloud(p1, p2, lengths1, lengths2, K, 2)
+    r2 = torch.tensor(float(radius) * float(radius), dtype=torch.float64).to(dists.dtype)
+    for i, d in clouds:
+        for q in range(d.shape[0]):
             hits = torch.nonzero(d[q] < r2).flatten()[:K]
             idx[i, q, : len(hits)] = hits
             dists[i, q, : len(hits)] = d[q, hits]
