@@ -182,15 +182,17 @@ class ViTExtractor(BackboneExtractor):
             raise ImportError("the ViT extractor needs timm: pip install timm") from None
         if weights is None and not random_init:
             raise WeightsError("<none>", f"{model_name} needs a weight file (or random_init=True)")
+        state = None
+        if weights is not None:  # read the file first: a bad file fails before the model is built
+            state = _vit_state_from_checkpoint(read_checkpoint(weights, model_name))
+            state = {k: v for k, v in state.items() if not k.startswith("head")}
         model = timm.create_model(model_name, pretrained=False, num_classes=0)
         patch = model.patch_embed.patch_size[0]
         size = model.patch_embed.img_size[0]
         super().__init__(model.num_features, (size // patch, size // patch))
         self.name = model_name
         self.weights = None if weights is None else str(weights)
-        if weights is not None:
-            state = _vit_state_from_checkpoint(read_checkpoint(weights, model_name))
-            state = {k: v for k, v in state.items() if not k.startswith("head")}
+        if state is not None:
             check_state_dict(weights, model_name, model, state)
             model.load_state_dict(state, strict=True)
         self.model = model.eval().requires_grad_(False)
