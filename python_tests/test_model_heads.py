@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mentor3ad_ext.models.config import get_preset
-from mentor3ad_ext.models.heads import (MFM, Mapper, Mentor3ADHeads, VotingModule, gaussian_blur,
+from mentor3ad_ext.models.heads import (Mapper, Mentor3ADHeads, VotingModule, gaussian_blur,
                                         info_nce)
 
 from model_utils import tiny_config

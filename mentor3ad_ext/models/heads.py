@@ -365,8 +365,8 @@ class VotingModule(nn.Module):
         maxima = stack.flatten(2).amax(2)                        # (M, B)
         if self.config.vote == "hard":
             idx = torch.tensor([MAPS.index(n) for n in names], device=stack.device)
-            pt = self.pixel_threshold[idx].view(-1, 1, 1, 1).to(stack.dtype)
-            it = self.image_threshold[idx].view(-1, 1).to(stack.dtype)
+            pt = self.pixel_threshold.to(stack.device)[idx].view(-1, 1, 1, 1).to(stack.dtype)
+            it = self.image_threshold.to(stack.device)[idx].view(-1, 1).to(stack.dtype)
             final = (stack > pt).sum(0).to(stack.dtype) * stack.mean(0)
             score = (maxima > it).sum(0).to(stack.dtype) * maxima.mean(0)
         else:  # soft, or a single map
