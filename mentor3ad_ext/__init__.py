@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
+from .metrics import aupro, evaluate, image_auroc, pixel_auroc  # noqa: E402
 from .ops import (  # noqa: E402
     sample_farthest_points,
     set_value_checks,
@@ -22,4 +23,8 @@ __all__ = [
     "set_value_checks",
     "value_checks",
     "sample_farthest_points",
+    "aupro",
+    "image_auroc",
+    "pixel_auroc",
+    "evaluate",
 ]
