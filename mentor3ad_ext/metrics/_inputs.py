@@ -15,24 +15,22 @@ HALF_IN = (torch.float16, torch.bfloat16)
 
 
 def shape_str(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def to_tensor(op: str, name: str, x) -> torch.Tensor:
     """torch.Tensor, numpy array, or a list/tuple of equally shaped maps -> torch.Tensor (no copy when possible)."""
     if isinstance(x, torch.Tensor):
         return x.detach()
-    if isinstance(x, (list, tuple)):
-        if len(x) == 0:
-            raise ValueError(f"{op}: {name} is empty (an empty list)")
+    if isinstance(x, (list, tuple)) and any(isinstance(v, (torch.Tensor, np.ndarray, list, tuple)) for v in x):
         items = [to_tensor(op, f"{name}[{i}]", v) for i, v in enumerate(x)]
         shapes = {tuple(t.shape) for t in items}
         if len(shapes) != 1:
             raise ValueError(f"{op}: the entries of {name} must all have the same shape, got "
                              + ", ".join(sorted(shape_str(s) for s in shapes)))
         return torch.stack([t.to(items[0].device) for t in items])
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        a = np.asarray(x)
+    if isinstance(x, (np.ndarray, list, tuple)):
+        a = np.asarray(x)  # a plain list of numbers, e.g. image scores
         if a.dtype == object or a.dtype.kind in "USV":
             raise TypeError(f"{op}: {name} must hold numbers, got a numpy array of dtype {a.dtype}")
         if not a.flags.writeable:

@@ -36,7 +36,7 @@ def aupro(anomaly_maps, gt_masks, fpr_limit: float = 0.3, *, protocol: str = "ex
             because its first point is (0, PRO at the highest normal score) instead of (0, 0)
             and because 100 thresholds sample the curve coarsely (see README: typically 1e-3
             to 1e-2 at fpr_limit=0.3, more at 0.01).
-        num_thresholds: thresholds of the "mvtec3d" protocol.
+        num_thresholds: thresholds of the "mvtec3d" protocol (>= 2; the script's default 100).
         return_curve: also return the curve (fpr, pro) as float64 numpy arrays, ascending FPR.
             For "exact" these are the curve's vertices from (0, 0) to (1, 1); runs of
             thresholds that only add normal pixels (horizontal) or only defect pixels (vertical)
@@ -53,8 +53,9 @@ def aupro(anomaly_maps, gt_masks, fpr_limit: float = 0.3, *, protocol: str = "ex
     fpr_limit = T.check_fpr_limit(op, "fpr_limit", fpr_limit)
     if protocol not in PROTOCOLS:
         raise ValueError(f"{op}: protocol must be 'exact' or 'mvtec3d', got {protocol!r}")
-    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 1:
-        raise ValueError(f"{op}: num_thresholds must be a positive int, got {num_thresholds!r}")
+    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 2:
+        # one threshold gives a curve without an FPR-0 point, which the official script cannot integrate
+        raise ValueError(f"{op}: num_thresholds must be an int >= 2, got {num_thresholds!r}")
     maps, masks = maps_and_masks(op, anomaly_maps, gt_masks)
     b = T.build(op, maps, masks)
     T.require_pro_defined(op, b)
