@@ -23,3 +23,18 @@ void label_map_cpu(const uint8_t* mask, int64_t H, int64_t W, CclScratch& s,
 
 }  // namespace metrics
 }  // namespace m3ad
+
+namespace m3ad {
+namespace metrics {
+
+// CUDA labelling of N masks of H x W (nonzero = defect) on `stream` (a cudaStream_t), without
+// allocation. On return (asynchronously): labels[i] is, for a defect pixel, the in-map index of
+// its component's root (the component's first pixel in raster order) and -1 for a normal pixel;
+// sizes[map * H * W + root] is the component size (other entries 0); *n_regions is incremented
+// by the number of components. All three outputs must be zeroed/sized by the caller: labels and
+// sizes hold N * H * W entries; sizes and *n_regions must be zero.
+void label_maps_cuda(const uint8_t* masks, int64_t N, int64_t H, int64_t W, int32_t* labels, uint32_t* sizes,
+                     unsigned long long* n_regions, void* stream);
+
+}  // namespace metrics
+}  // namespace m3ad
