@@ -82,16 +82,26 @@ class Locator {
   }
 
   // Counter slot of key k: 2 * (number of D values below k), plus 1 when k equals the next one.
-  int64_t counter(Key k) const {
-    if (k < lo_ || m_ == 0) return 0;
-    if (k > hi_) return 2 * m_;
-    const int64_t sl = static_cast<int64_t>((k - lo_) >> shift_);
-    const uint32_t b = start_[sl], e = start_[sl + 1];
-    if (b == e) return 2 * static_cast<int64_t>(b);
-    const Key* it = std::lower_bound(d_ + b, d_ + e, k);
-    const int64_t idx = it - d_;
-    return 2 * idx + (idx < m_ && *it == k ? 1 : 0);
-  }
+  // A value type with the hot fields, so that the counting loop keeps them in registers (the
+  // counter stores could otherwise alias them and force reloads on every pixel).
+  struct View {
+    const Key* d;
+    const uint32_t* start;
+    int64_t m;
+    Key lo, hi;
+    int shift;
+    int64_t counter(Key k) const {
+      if (k < lo || m == 0) return 0;
+      if (k > hi) return 2 * m;
+      const int64_t sl = static_cast<int64_t>((k - lo) >> shift);
+      const uint32_t b = start[sl], e = start[sl + 1];
+      if (b == e) return 2 * static_cast<int64_t>(b);
+      const Key* it = std::lower_bound(d + b, d + e, k);
+      const int64_t idx = it - d;
+      return 2 * idx + (idx < m && *it == k ? 1 : 0);
+    }
+  };
+  View view() const { return View{d_, start_.data(), m_, lo_, hi_, shift_}; }
 
  private:
   const Key* d_;
@@ -195,15 +205,17 @@ void build(const BuildParams& p, Table& t) {
     for (int64_t part = b; part < e; ++part) {
       std::vector<uint32_t>& c = counts[part];
       c.assign(static_cast<size_t>(width), 0);
-      uint32_t* cp = c.data();
+      uint32_t* __restrict cp = c.data();
       const int64_t lo = part * n / parts, hi = (part + 1) * n / parts;
-      const uint8_t* mk = p.masks;
+      const uint8_t* __restrict mk = p.masks;
+      const T* __restrict sc = maps;
+      const typename Locator<Key>::View v = loc.view();
       int64_t nbad = 0;
       for (int64_t i = lo; i < hi; ++i) {
         if (mk[i]) continue;
-        const T v = maps[i];
-        nbad += !is_finite_bits(v);
-        ++cp[loc.counter(order_key(v))];  // a NaN key is still a valid slot; the result is discarded
+        const T x = sc[i];
+        nbad += !is_finite_bits(x);
+        ++cp[v.counter(order_key(x))];  // a NaN key is still a valid slot; the result is discarded
       }
       if (nbad)
         for (int64_t i = lo; i < hi; ++i)
