@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._info import build_info, get_num_threads, set_num_threads  # noqa: E402
+from .metrics import aupro, evaluate, image_auroc, pixel_auroc  # noqa: E402
 from .ops import (  # noqa: E402
     Groups,
     group_points,
@@ -52,4 +53,8 @@ __all__ = [
     "estimate_normals_organized",
     "fpfh",
     "fpfh_organized",
+    "aupro",
+    "image_auroc",
+    "pixel_auroc",
+    "evaluate",
 ]

@@ -10,3 +10,4 @@ from .interpolate_grid import interpolate_to_grid  # noqa: F401
 from .projection import grid_to_points, points_to_grid  # noqa: F401
 from .normals import estimate_normals  # noqa: F401
 from .fpfh import fpfh  # noqa: F401
+from . import metrics  # noqa: F401  (aupro, pixel_auroc, image_auroc, evaluate: the official algorithms)
