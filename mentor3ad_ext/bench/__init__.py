@@ -8,4 +8,5 @@ decorate the CLI entry point with `@register("<op>")`, and import the module bel
 """
 from ._core import CLI_CASES, OURS, PEER, REFERENCE, Case, Impl, register, synced, synchronize  # noqa: F401
 from . import fps  # noqa: F401,E402  (registers its cases)
+from . import knn, ball_query, interpolate_grid  # noqa: F401,E402  (register their cases)
 from ._cli import main  # noqa: F401,E402
