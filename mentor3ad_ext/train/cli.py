@@ -203,17 +203,19 @@ def _demo_ablations(run, out: Path, results: dict) -> None:
     from .report import metrics_table
 
     base = run.config
-    rows = {f"{base.name} (soft vote)": results["mean"]}
+    rows = {f"{base.name} (mentor_dim {base.mentor_dim}, {base.vote} vote)": results["mean"]}
     tweak = {k: getattr(base, k) for k in ("proj_hidden", "proj_dim", "mapper_hidden")}
+    # the mentor-size ablations scale with the base (full model: 128 -> 32 and 256)
+    dims = {"mentor32": max(1, base.mentor_dim // 4), "mentor256": base.mentor_dim * 2}
     for name in ("cfm",) + ABLATIONS:
         preset = get_preset(name)
         cfg = preset.replace(train=dataclasses.asdict(base.train), **tweak)
-        if name not in ("mentor32", "mentor256"):
-            cfg = cfg.replace(mentor_dim=base.mentor_dim)
+        cfg = cfg.replace(mentor_dim=dims.get(name, base.mentor_dim))
+        label = f"mentor_dim {cfg.mentor_dim}" if name in dims else name
         sub = dataclasses.replace(run, out=out / "ablations" / name, config=cfg, overlays=0,
                                   variants=False)
-        print(f"  ablation {name}", flush=True)
-        rows[name] = run_training(sub)["mean"]
+        print(f"  ablation {label}", flush=True)
+        rows[label] = run_training(sub)["mean"]
     for n, v in results.get("variants", {}).items():
         rows[f"{base.name}: {n}"] = v
     text = "# Ablations (mean over classes)\n\n" + metrics_table(rows, first="config") + "\n"
