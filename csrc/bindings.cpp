@@ -221,33 +221,34 @@ void pixel_corners_backward(uintptr_t uv, uintptr_t grad_weights, uintptr_t grad
   dispatch("pixel_corners_backward", p, make_device(device, stream), m3ad::pixel_corners_backward_cpu,
            M3AD_CUDA_FN(m3ad::pixel_corners_backward_cuda));
 }
-void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
-         uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int dtype,
-         int device, uintptr_t stream) {
-  m3ad::KnnParams p;
+template <typename Params>
+Params pair_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists, uintptr_t idx,
+                  int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int dtype) {
+  Params p;
   p.p1 = as_ptr<const void>(p1);
   p.p2 = as_ptr<const void>(p2);
   p.lengths1 = as_ptr<const int64_t>(lengths1);
   p.lengths2 = as_ptr<const int64_t>(lengths2);
   p.dists = as_ptr<void>(dists);
   p.idx = as_ptr<int64_t>(idx);
-  p.B = B, p.P1 = P1, p.P2 = P2, p.D = D, p.K = K, p.norm = norm;
+  p.B = B, p.P1 = P1, p.P2 = P2, p.D = D, p.K = K;
   p.dtype = m3ad::to_dtype(dtype);
+  return p;
+}
+
+void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
+         uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int dtype,
+         int device, uintptr_t stream) {
+  auto p = pair_query<m3ad::KnnParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, D, K, dtype);
+  p.norm = norm;
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
 }
 
 void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                 uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, double radius2,
                 int dtype, int device, uintptr_t stream) {
-  m3ad::BallQueryParams p;
-  p.p1 = as_ptr<const void>(p1);
-  p.p2 = as_ptr<const void>(p2);
-  p.lengths1 = as_ptr<const int64_t>(lengths1);
-  p.lengths2 = as_ptr<const int64_t>(lengths2);
-  p.dists = as_ptr<void>(dists);
-  p.idx = as_ptr<int64_t>(idx);
-  p.B = B, p.P1 = P1, p.P2 = P2, p.D = D, p.K = K, p.radius2 = radius2;
-  p.dtype = m3ad::to_dtype(dtype);
+  auto p = pair_query<m3ad::BallQueryParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, D, K, dtype);
+  p.radius2 = radius2;
   dispatch("ball_query", p, make_device(device, stream), m3ad::ball_query_cpu, M3AD_CUDA_FN(m3ad::ball_query_cuda));
 }
 

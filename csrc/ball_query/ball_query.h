@@ -6,19 +6,12 @@
 
 #include "common/dtype.h"
 #include "common/launch.h"
+#include "common/pair_query.h"
 
 namespace m3ad {
 
-struct BallQueryParams {
-  const void* p1 = nullptr;          // (B, P1, D)
-  const void* p2 = nullptr;          // (B, P2, D)
-  const int64_t* lengths1 = nullptr; // (B,)
-  const int64_t* lengths2 = nullptr; // (B,)
-  void* dists = nullptr;             // (B, P1, K) output
-  int64_t* idx = nullptr;            // (B, P1, K) output
-  int64_t B = 0, P1 = 0, P2 = 0, D = 0, K = 0;
+struct BallQueryParams : PairQuery {
   double radius2 = 0;
-  DType dtype = DType::kFloat32;
 };
 
 void ball_query_cpu(const BallQueryParams& p);

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "common/host_device.h"
+
 namespace m3ad {
 
 struct Device {
@@ -13,10 +15,7 @@ struct Device {
 
 // lengths[b] clamped to [0, hi]; a null lengths array means every cloud is full. Kernels clamp
 // so that lengths the adapter did not check (value checks off) can never index out of bounds.
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int64_t clamp_len(const int64_t* lengths, int64_t b, int64_t hi) {
+M3AD_HD int64_t clamp_len(const int64_t* lengths, int64_t b, int64_t hi) {
   if (!lengths) return hi;
   const int64_t v = lengths[b];
   return v < 0 ? 0 : (v > hi ? hi : v);

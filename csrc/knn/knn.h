@@ -10,19 +10,12 @@
 
 #include "common/dtype.h"
 #include "common/launch.h"
+#include "common/pair_query.h"
 
 namespace m3ad {
 
-struct KnnParams {
-  const void* p1 = nullptr;          // (B, P1, D)
-  const void* p2 = nullptr;          // (B, P2, D)
-  const int64_t* lengths1 = nullptr; // (B,), clamped to [0, P1]
-  const int64_t* lengths2 = nullptr; // (B,), clamped to [0, P2]
-  void* dists = nullptr;             // (B, P1, K) output, input dtype
-  int64_t* idx = nullptr;            // (B, P1, K) output
-  int64_t B = 0, P1 = 0, P2 = 0, D = 0, K = 0;
-  int norm = 2;
-  DType dtype = DType::kFloat32;
+struct KnnParams : PairQuery {
+  int norm = 2;  // 2: squared Euclidean, 1: L1
 };
 
 void knn_cpu(const KnnParams& p);

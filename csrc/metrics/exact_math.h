@@ -10,11 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define M3AD_HD __host__ __device__ __forceinline__
-#else
-#define M3AD_HD inline
-#endif
+#include "common/host_device.h"
 
 namespace m3ad {
 namespace metrics {

@@ -12,11 +12,7 @@
 #pragma once
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define M3AD_HD __host__ __device__ __forceinline__
-#else
-#define M3AD_HD inline
-#endif
+#include "common/host_device.h"
 
 namespace m3ad {
 
