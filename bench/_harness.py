@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple

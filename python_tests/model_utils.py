@@ -9,7 +9,6 @@ for end-to-end checks of the pipeline.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mentor3ad_ext.models.extractors import BackboneExtractor
 

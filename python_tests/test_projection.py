@@ -1,7 +1,6 @@
 """points_to_grid / grid_to_points against the plain-torch references (scatter_reduce, grid_sample)."""
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

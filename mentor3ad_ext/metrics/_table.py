@@ -55,7 +55,7 @@ def build(op: str, maps: torch.Tensor, masks: torch.Tensor, *, mask_name: str = 
         return buf.data_ptr()
 
     table = lib().metrics_build(maps.data_ptr(), masks.data_ptr(), N, H, W, DTYPE_TAGS[maps.dtype], dev, stream, alloc)
-    del keep  # the build has finished with its scratch memory (the table lives on the host)
+    keep.clear()  # the build has finished with its scratch memory (the table lives on the host)
     stats = dict(table.stats())
     if stats["n_nonbinary"]:
         idx = unravel(stats["first_nonbinary"], maps.shape)

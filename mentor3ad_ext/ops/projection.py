@@ -15,7 +15,6 @@ forward or backward; CPU and CUDA bit-identical):
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
