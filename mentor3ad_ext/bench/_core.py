@@ -12,6 +12,7 @@ Nothing here imports a peer at import time; a missing peer turns into `Impl.unav
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 from typing import Any, Callable, Dict, List, Optional
@@ -132,3 +133,43 @@ def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
         return out
 
     return run
+
+
+class PointQueryData:
+    """Seeded inputs of the neighbour-search cases: N points and Q queries uniform in the unit
+    cube (float32), as torch tensors on the case's device and as numpy arrays for the peers.
+    `size` needs N and Q; subclasses add the op's cached outputs."""
+
+    def __init__(self, size, device: str, seed: int):
+        self.size, self.device, self.seed = size, device, seed
+
+    @functools.cached_property
+    def _cpu(self):
+        g = torch.Generator().manual_seed(self.seed)
+        points = torch.rand(1, self.size.N, 3, generator=g)
+        queries = torch.rand(1, self.size.Q, 3, generator=g)
+        return points, queries
+
+    @functools.cached_property
+    def points(self) -> torch.Tensor:
+        return self._cpu[0].to(self.device)
+
+    @functools.cached_property
+    def queries(self) -> torch.Tensor:
+        return self._cpu[1].to(self.device)
+
+    @functools.cached_property
+    def points_np(self):
+        return self._cpu[0][0].numpy().copy(order="C")
+
+    @functools.cached_property
+    def queries_np(self):
+        return self._cpu[1][0].numpy().copy(order="C")
+
+
+def ref_queries(size, device: str, budget: int) -> int:
+    """How many queries a brute-force reference runs on: all on CUDA or when Q*N is within
+    `budget`, else a prefix (its time is scaled by Q / q and the note says so)."""
+    if torch.device(device).type == "cuda" or size.Q * size.N <= budget:
+        return size.Q
+    return max(64, min(size.Q, budget // size.N))

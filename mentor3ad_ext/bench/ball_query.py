@@ -34,7 +34,7 @@ from typing import Any, List, Tuple
 import numpy as np
 import torch
 
-from ._core import OURS, PEER, REFERENCE, Case, Impl, register
+from ._core import PointQueryData, ref_queries as _ref_queries, OURS, PEER, REFERENCE, Case, Impl, register
 from .fps import _short
 
 REF_BUDGET = int(float(os.environ.get("MENTOR3AD_BENCH_BALL_REF_BUDGET", "3e7")))
@@ -57,37 +57,11 @@ class BallSize:
 SIZES = [BallSize(100_000, 4096, 32, 0.06)]
 
 
-def ref_queries(size: BallSize, device: str) -> int:
-    if torch.device(device).type == "cuda" or size.Q * size.N <= REF_BUDGET:
-        return size.Q
-    return max(64, min(size.Q, REF_BUDGET // size.N))
+def ref_queries(size, device: str) -> int:
+    return _ref_queries(size, device, REF_BUDGET)
 
 
-class _Data:
-    def __init__(self, size: BallSize, device: str, seed: int):
-        self.size, self.device, self.seed = size, device, seed
-
-    @functools.cached_property
-    def _cpu(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
-        return torch.rand(1, self.size.N, 3, generator=g), torch.rand(1, self.size.Q, 3, generator=g)
-
-    @functools.cached_property
-    def points(self) -> torch.Tensor:
-        return self._cpu[0].to(self.device)
-
-    @functools.cached_property
-    def queries(self) -> torch.Tensor:
-        return self._cpu[1].to(self.device)
-
-    @functools.cached_property
-    def points_np(self) -> np.ndarray:
-        return np.ascontiguousarray(self._cpu[0][0].numpy())
-
-    @functools.cached_property
-    def queries_np(self) -> np.ndarray:
-        return np.ascontiguousarray(self._cpu[1][0].numpy())
-
+class _Data(PointQueryData):
     @functools.cached_property
     def ours(self) -> Tuple[np.ndarray, np.ndarray]:
         import mentor3ad_ext as m

@@ -34,7 +34,7 @@ from typing import Any, List, Tuple
 import numpy as np
 import torch
 
-from ._core import OURS, PEER, REFERENCE, Case, Impl, register
+from ._core import PointQueryData, ref_queries as _ref_queries, OURS, PEER, REFERENCE, Case, Impl, register
 from .fps import _short
 
 # Reference work budget on CPU, in (query, point) pairs: the distance matrix and its sort.
@@ -63,40 +63,11 @@ SIZES = [
 ]
 
 
-def ref_queries(size: KnnSize, device: str) -> int:
-    """How many queries the reference runs on (all on CUDA or within budget)."""
-    if torch.device(device).type == "cuda" or size.Q * size.N <= REF_BUDGET:
-        return size.Q
-    return max(64, min(size.Q, REF_BUDGET // size.N))
+def ref_queries(size, device: str) -> int:
+    return _ref_queries(size, device, REF_BUDGET)
 
 
-class _Data:
-    def __init__(self, size: KnnSize, device: str, seed: int):
-        self.size, self.device, self.seed = size, device, seed
-
-    @functools.cached_property
-    def _cpu(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
-        points = torch.rand(1, self.size.N, 3, generator=g)
-        queries = torch.rand(1, self.size.Q, 3, generator=g)
-        return points, queries
-
-    @functools.cached_property
-    def points(self) -> torch.Tensor:
-        return self._cpu[0].to(self.device)
-
-    @functools.cached_property
-    def queries(self) -> torch.Tensor:
-        return self._cpu[1].to(self.device)
-
-    @functools.cached_property
-    def points_np(self) -> np.ndarray:
-        return np.ascontiguousarray(self._cpu[0][0].numpy())
-
-    @functools.cached_property
-    def queries_np(self) -> np.ndarray:
-        return np.ascontiguousarray(self._cpu[1][0].numpy())
-
+class _Data(PointQueryData):
     @functools.cached_property
     def ours(self) -> Tuple[np.ndarray, np.ndarray]:
         import mentor3ad_ext as m
