@@ -25,6 +25,18 @@ def test_matches_reference(device, dtype, P, K):
     _check(pts, K=K)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_single_cloud_any_thread_count(threads):
+    # A single large cloud updates the root's two subtrees on two threads: same order as one.
+    pts = torch.rand(1, 300_000, 3)
+    old = m.get_num_threads()
+    m.set_num_threads(threads)
+    try:
+        _check(pts, K=64)
+    finally:
+        m.set_num_threads(old)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_ragged_empty_and_k_tensor(device):
     pts = torch.rand(4, 500, 3, device=device)

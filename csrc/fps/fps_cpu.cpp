@@ -21,6 +21,8 @@ namespace {
 // Leaves of 64: fewer tree levels to build (the build is most of the cost) while each sample
 // still updates only nearby leaves; 32 and 128-256 measured 5-10% slower or noisier.
 constexpr int kLeafSize = 64;
+// Trees with at least this many nodes (~128k points) update their two halves in parallel.
+constexpr size_t kParallelNodes = 4096;
 
 // Larger value wins; equal values go to the lower original index.
 template <typename T>
@@ -48,7 +50,7 @@ class KdFps {
       out[s] = cur;
       select(cur);
       if (s + 1 == k) break;
-      visit(0, pts + cur * 3);
+      update(pts + cur * 3);
       cur = arg_[0];
     }
   }
@@ -83,6 +85,22 @@ class KdFps {
     int32_t id = 0;
     while (!nodes[id].leaf()) id = i < nodes[nodes[id].left].end ? nodes[id].left : nodes[id].right;
     for (; id >= 0; id = nodes[id].parent) refresh(id);
+  }
+
+  // Large single clouds: the root's two subtrees are updated on two threads (disjoint nodes and
+  // points, so no synchronisation beyond the join); inside a batch-level parallel loop, or for
+  // small clouds where waking a thread costs more than it saves, one thread does both.
+  void update(const T* c) {
+    const auto& root = tree_.nodes()[0];
+    if (root.leaf() || tree_.nodes().size() < kParallelNodes || get_num_threads() < 2) {
+      visit(0, c);
+      return;
+    }
+    bool changed[2] = {false, false};
+    parallel_for(2, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) changed[i] = visit(i == 0 ? root.left : root.right, c);
+    });
+    if (changed[0] || changed[1]) refresh(0);
   }
 
   // Lowers min-distances below node `id` for the new sample c; returns whether any may have changed.
