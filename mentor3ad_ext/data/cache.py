@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .errors import DatasetError
 from .preprocess import Preprocessed
 
@@ -120,23 +120,12 @@ class PreprocessCache:
         warns once and the sample is preprocessed again next time.
         """
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{key[:16]}.", suffix=".tmp")
-        except OSError as err:
-            self._warn(err)
-            return
-        try:
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(self.path(key)) as fh:
                 np.savez(fh, key=np.array(key), rgb=pre.rgb, points=pre.points,
                          pixel_index=pre.pixel_index.astype(np.int32),
                          gt=np.packbits(pre.gt.ravel()))
-            os.replace(tmp, self.path(key))
         except OSError as err:
             self._warn(err)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
     def _warn(self, err: OSError) -> None:
         if not self._warned:

@@ -19,6 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from .._atomic import atomic_write
 from .errors import DatasetError
 
 PathLike = str | os.PathLike
@@ -141,20 +142,13 @@ def valid_mask(xyz: np.ndarray) -> np.ndarray:
 # temporary file and os.replace so an interrupted run never leaves a half-written sample.
 # ---------------------------------------------------------------------------------------------
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def write_rgb(path: PathLike, rgb: np.ndarray) -> None:
     """Write ``uint8 (H, W, 3)`` as an RGB PNG."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {tuple(rgb.shape)}")
-    path = Path(path)
-    tmp = _atomic_target(path)
-    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=3)
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        Image.fromarray(rgb).save(fh, format="PNG", compress_level=3)
 
 
 def write_xyz(path: PathLike, xyz: np.ndarray) -> None:
@@ -162,14 +156,12 @@ def write_xyz(path: PathLike, xyz: np.ndarray) -> None:
     xyz = np.asarray(xyz)
     if xyz.ndim != 3 or xyz.shape[2] != 3:
         raise ValueError(f"xyz must be (H, W, 3), got {tuple(xyz.shape)}")
-    path = Path(path)
-    tmp = _atomic_target(path)
     # One page, three interleaved samples per pixel: reads back as (H, W, 3) everywhere (tifffile,
     # imageio, the MVTec 3D-AD tooling); photometric is explicit because an RGB interpretation of
     # float coordinates is meaningless (and tifffile's default for this shape is changing).
-    tifffile.imwrite(tmp, np.ascontiguousarray(xyz, dtype=np.float32), photometric="minisblack",
-                     planarconfig="contig")
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        tifffile.imwrite(fh, np.ascontiguousarray(xyz, dtype=np.float32), photometric="minisblack",
+                         planarconfig="contig")
 
 
 def write_gt(path: PathLike, mask: np.ndarray) -> None:
@@ -177,8 +169,6 @@ def write_gt(path: PathLike, mask: np.ndarray) -> None:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got {tuple(mask.shape)}")
-    path = Path(path)
-    tmp = _atomic_target(path)
-    Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8)).save(
-        tmp, format="PNG", compress_level=3)
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8)).save(
+            fh, format="PNG", compress_level=3)

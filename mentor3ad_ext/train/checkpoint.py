@@ -23,11 +23,11 @@ half-written checkpoint.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_write
 from ..models.config import Mentor3ADConfig, VOTE_FIELDS, from_dict
 
 CHECKPOINT_FORMAT = 1
@@ -42,35 +42,13 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
 
 
 def save_checkpoint(path, *, model, class_name: str, optimizer=None, stage: str = "done",

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_write
 from ..models.extractors import extract_raw, extractor_identity
 
 CACHE_FORMAT = 1
@@ -79,18 +79,11 @@ class FeatureCache:
         return value
 
     def save(self, ext_key: str, sample_key: str, value: dict) -> None:
-        p = self.path(ext_key, sample_key)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".pt")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(self.path(ext_key, sample_key)) as fh:
                 torch.save(value, fh)
-            os.replace(tmp, p)
         except OSError:  # an unwritable cache only costs time
-            try:
-                os.unlink(tmp)  # type: ignore[possibly-undefined]
-            except (OSError, NameError):
-                pass
+            pass
 
 
 @dataclass
