@@ -2,6 +2,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include <stdexcept>
 #include <string>
 
@@ -43,6 +45,14 @@ inline unsigned blocks_for(long long n, int threads, long long cap = 65535LL * 3
   long long b = (n + threads - 1) / threads;
   if (b < 1) b = 1;
   return static_cast<unsigned>(b < cap ? b : cap);
+}
+
+// Calls row(r) for every r in [0, n) with a grid-stride loop (any grid size covers any n).
+template <typename F>
+__device__ __forceinline__ void for_each_row(int64_t n, F&& row) {
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < n;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    row(r);
 }
 
 }  // namespace m3ad

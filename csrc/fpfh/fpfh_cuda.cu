@@ -14,18 +14,12 @@ constexpr int kThreads = 128;
 
 template <typename T>
 __global__ void spfh_kernel(FpfhParams p) {
-  const int64_t total = p.B * p.P;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < total;
-       r += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    spfh_row<T>(p, r);
+  for_each_row(p.B * p.P, [&](int64_t r) { spfh_row<T>(p, r); });
 }
 
 template <typename T>
 __global__ void fpfh_kernel(FpfhParams p) {
-  const int64_t total = p.B * p.P;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < total;
-       r += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    fpfh_row<T>(p, r);
+  for_each_row(p.B * p.P, [&](int64_t r) { fpfh_row<T>(p, r); });
 }
 
 }  // namespace

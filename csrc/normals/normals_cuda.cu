@@ -12,10 +12,7 @@ constexpr int kThreads = 128;
 
 template <typename T>
 __global__ void normals_kernel(NormalsParams p) {
-  const int64_t total = p.B * p.P;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < total;
-       r += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    normal_row<T>(p, r);
+  for_each_row(p.B * p.P, [&](int64_t r) { normal_row<T>(p, r); });
 }
 
 }  // namespace
