@@ -92,6 +92,12 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     assert (tmp_path / "mine" / "keep.txt").read_text() == "precious"
 
 
+def test_demo_rejects_bad_sample_counts_before_writing(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path / "d"), "--n-train", "-1"])
+    assert rc == 1 and "n_train must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "mentor3ad_ext", "demo", "--help"],
                        capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))

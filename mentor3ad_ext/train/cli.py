@@ -13,6 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+# The demo's synthetic set.  Training and vote statistics need enough normal samples to cover
+# the normal variation (pose, tilt, where the texture meets the rim): with 10 training and 2
+# validation images a single unusual normal image outranked whole defect types.
+DEMO_SAMPLES = {"n_train": 40, "n_val": 10, "n_test": 5, "n_test_good": 10}
+
 
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     p.add_argument("--data", required=True, help="dataset folder (MVTec 3D-AD layout or Eyecandies)")
@@ -62,6 +67,15 @@ def configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (0)")
     parser.add_argument("--classes", nargs="+", help="synthetic classes (default: cookie dowel foam)")
+    parser.add_argument("--n-train", type=int, default=DEMO_SAMPLES["n_train"],
+                        help=f"normal training samples per class ({DEMO_SAMPLES['n_train']})")
+    parser.add_argument("--n-val", type=int, default=DEMO_SAMPLES["n_val"],
+                        help=f"normal validation samples per class, for the vote statistics "
+                             f"({DEMO_SAMPLES['n_val']})")
+    parser.add_argument("--n-test", type=int, default=DEMO_SAMPLES["n_test"],
+                        help=f"test samples per defect type and class ({DEMO_SAMPLES['n_test']})")
+    parser.add_argument("--n-test-good", type=int, default=DEMO_SAMPLES["n_test_good"],
+                        help=f"normal test samples per class ({DEMO_SAMPLES['n_test_good']})")
     parser.add_argument("--ablations", action="store_true",
                         help="also train CFM and the ablation configs and write ablation.md")
     parser.add_argument("--ops", choices=("fast", "reference"), default="fast")
@@ -165,7 +179,8 @@ def _demo(args) -> int:
     out = Path(args.out)
     config = _config(args)
     classes = tuple(args.classes) if args.classes else DEFAULT_SYNTH_CLASSES
-    synth = SynthConfig(classes=classes, seed=args.seed)
+    synth = SynthConfig(classes=classes, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+                        n_test=args.n_test, n_test_good=args.n_test_good)
     marker = out / ".mentor3ad_demo"
     if out.exists() and any(out.iterdir()):
         if not (args.overwrite and marker.exists()):
