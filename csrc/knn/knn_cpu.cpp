@@ -1,6 +1,7 @@
 // CPU kNN: a KD-tree per cloud for D <= 3 (exact pruning, see common/kdtree.h), an index-order
 // scan for higher D. Queries of all clouds run in parallel; each keeps a bounded heap of K.
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "common/parallel.h"
 #include "knn/knn.h"
 #include "knn/topk_heap.h"
+#include "knn/topk_sorted.h"
 
 namespace m3ad {
 namespace {
@@ -16,27 +18,38 @@ namespace {
 constexpr int kMaxLeaf = 32;
 constexpr int kLeaf = 24;  // a leaf holds at most kLeaf points (<= kMaxLeaf)
 
-template <typename T, int D, int kNorm>
-void tree_query(const KdTree<T, D>& tree, const T* q, TopK<T>& heap) {
+template <typename T>
+struct StackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K = 30 search
+  int32_t id;
+  T bound;
+};
+
+template <typename T, int D, int kNorm, typename Best>
+void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap) {
   using Node = typename KdTree<T, D>::Node;
   const auto& nodes = tree.nodes();
   // (node, its lower bound); the nearer child is pushed last so it is searched first.
-  std::pair<int32_t, T> stack[128];
+  StackEntry<T> stack[128];
   int top = 0;
   stack[top++] = {0, tree.template box_dist<kNorm>(nodes[0], q)};
+  // The current K-th distance, cached: +inf until K pairs are in.
+  T worst = std::numeric_limits<T>::infinity();
   while (top) {
-    const auto [id, bound] = stack[--top];
-    if (heap.full() && bound > heap.worst()) continue;
-    const Node& nd = nodes[id];
+    const StackEntry<T> e = stack[--top];
+    if (e.bound > worst) continue;
+    const Node& nd = nodes[e.id];
     if (nd.leaf()) {
       // Distances of the whole leaf first (a loop the compiler vectorises), then the few that
-      // can enter the heap.
+      // can enter.
       T d[kMaxLeaf];
       const int64_t n = nd.end - nd.begin;
       const T* pts = tree.point(nd.begin);
       for (int64_t i = 0; i < n; ++i) d[i] = sqdist<T, D, kNorm>(pts + i * D, q);
       for (int64_t i = 0; i < n; ++i)
-        if (!heap.full() || d[i] <= heap.worst()) heap.push(d[i], tree.original(nd.begin + i));
+        if (d[i] <= worst) {
+          heap.push(d[i], tree.original(nd.begin + i));
+          if (heap.full()) worst = heap.worst();
+        }
       continue;
     }
     const T bl = tree.template box_dist<kNorm>(nodes[nd.left], q);
@@ -94,7 +107,10 @@ std::vector<int64_t> morton_order(const T* q, int64_t n) {
   return order;
 }
 
-template <typename T, int D, int kNorm>
+// Above this K a heap beats a sorted array (shifts grow with K, sifts with log K).
+constexpr int64_t kSortedMaxK = 48;
+
+template <typename T, int D, int kNorm, typename Best>
 void run_tree(const KnnParams& p) {
   const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kLeaf);
   const T* p1 = static_cast<const T*>(p.p1);
@@ -104,14 +120,14 @@ void run_tree(const KnnParams& p) {
     for (int64_t b = b0; b < b1; ++b) orders[b] = morton_order<T, D>(p1 + b * p.P1 * D, clamp_len(p.lengths1, b, p.P1));
   });
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
-    TopK<T> heap(p.K);
+    Best heap(p.K);
     for (int64_t s = r0; s < r1; ++s) {
       const int64_t b = s / p.P1, i = s % p.P1;
       const int64_t q = i < static_cast<int64_t>(orders[b].size()) ? orders[b][i] : i;
       const int64_t r = b * p.P1 + q;
       heap.clear();
       if (q < clamp_len(p.lengths1, b, p.P1) && !trees[b]->empty())
-        tree_query<T, D, kNorm>(*trees[b], p1 + r * D, heap);
+        tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap);
       heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
     }
   });
@@ -136,6 +152,12 @@ void run_scan(const KnnParams& p) {
       heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
     }
   });
+}
+
+template <typename T, int D, int kNorm>
+void run_tree(const KnnParams& p) {
+  if (p.K <= kSortedMaxK) run_tree<T, D, kNorm, SortedTopK<T>>(p);
+  else run_tree<T, D, kNorm, TopK<T>>(p);
 }
 
 template <typename T, int kNorm>
