@@ -188,3 +188,54 @@ def test_k_not_capped(device):
     p1, p2 = torch.randn(1, 20, 3, device=device), torch.randn(1, 400, 3, device=device)
     got = _check(p1, p2, K=250)
     assert (got.idx >= 0).all()
+
+
+# The CPU's many-query path (a cell grid that proposes candidates, knn/knn_grid.h) runs for 3-D
+# clouds with at least 2048 queries and 2048 points. These clouds are large enough to take it
+# and built to reach its edge cases; the results must equal the brute-force reference bit for bit.
+def _grid_case(name, dtype):
+    g = torch.Generator().manual_seed(7)
+    n = 2600
+    if name == "uniform":
+        p2 = torch.rand(1, n, 3, generator=g)
+        p1 = p2
+    elif name == "surface":
+        xy = torch.rand(1, n, 2, generator=g)
+        p2 = torch.cat([xy, 0.1 * torch.sin(6 * xy[..., :1]) * torch.cos(5 * xy[..., 1:])], -1)
+        p1 = p2
+    elif name == "lattice_ties":  # duplicated integer lattice: equal distances everywhere
+        lat = torch.stack(torch.meshgrid(*[torch.arange(11.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+        p2 = torch.cat([lat, lat], 1)
+        p1 = torch.cat([lat, lat + 0.5], 1)
+    elif name == "clusters_and_outliers":  # dense blobs 1e3 apart: coarse cells, tree fallbacks
+        blobs = [torch.randn(1, n // 2, 3, generator=g) * 0.01 + c for c in (0.0, 1000.0)]
+        far = torch.rand(1, 40, 3, generator=g) * 3000 - 1000
+        p2 = torch.cat(blobs + [far], 1)
+        p1 = p2[:, torch.randperm(p2.shape[1], generator=g)]
+    elif name == "queries_outside":  # queries beyond the cloud's box on every side
+        p2 = torch.rand(1, n, 3, generator=g)
+        p1 = torch.rand(1, n, 3, generator=g) * 1.6 - 0.3
+    else:
+        raise AssertionError(name)
+    return p1.to(dtype), p2.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("name,K", [("uniform", 1), ("uniform", 30), ("uniform", 100), ("surface", 8),
+                                    ("surface", 48), ("lattice_ties", 30), ("clusters_and_outliers", 30),
+                                    ("queries_outside", 16)])
+def test_many_query_grid_path_matches_reference(dtype, name, K):
+    p1, p2 = _grid_case(name, dtype)
+    _check(p1, p2, K=K)
+
+
+@pytest.mark.parametrize("norm", [1, 2])
+def test_many_query_grid_path_ragged_batch_and_norms(norm):
+    g = torch.Generator().manual_seed(3)
+    p2 = torch.rand(3, 3000, 3, generator=g)
+    p1 = torch.rand(3, 2500, 3, generator=g)
+    # cloud 0 takes the grid, cloud 1 has too few queries for it, cloud 2 too few points
+    l1 = torch.tensor([2500, 100, 2500])
+    l2 = torch.tensor([3000, 3000, 40])
+    got = _check(p1, p2, l1, l2, K=50, norm=norm)
+    assert (got.idx[1, 100:] == -1).all() and (got.idx[2, :, 40:] == -1).all()

@@ -1,5 +1,6 @@
 // CPU kNN: a KD-tree per cloud for D <= 3 (exact pruning, see common/kdtree.h), an index-order
-// scan for higher D. Queries of all clouds run in parallel; each keeps a bounded heap of K.
+// scan for higher D. Queries of all clouds run in parallel, each with a bounded top-K. In 3-D,
+// clouds with many queries and K <= 48 go through a cell grid first (knn_grid.h).
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -9,60 +10,13 @@
 #include "common/kdtree.h"
 #include "common/parallel.h"
 #include "knn/knn.h"
+#include "knn/knn_grid.h"
 #include "knn/topk_heap.h"
 #include "knn/topk_sorted.h"
+#include "knn/tree_query.h"
 
 namespace m3ad {
 namespace {
-
-constexpr int kMaxLeaf = 32;
-constexpr int kLeaf = 24;  // a leaf holds at most kLeaf points (<= kMaxLeaf)
-
-template <typename T>
-struct StackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K = 30 search
-  int32_t id;
-  T bound;
-};
-
-template <typename T, int D, int kNorm, typename Best>
-void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap) {
-  using Node = typename KdTree<T, D>::Node;
-  const auto& nodes = tree.nodes();
-  // (node, its lower bound); the nearer child is pushed last so it is searched first.
-  StackEntry<T> stack[128];
-  int top = 0;
-  stack[top++] = {0, tree.template box_dist<kNorm>(nodes[0], q)};
-  // The current K-th distance, cached: +inf until K pairs are in.
-  T worst = std::numeric_limits<T>::infinity();
-  while (top) {
-    const StackEntry<T> e = stack[--top];
-    if (e.bound > worst) continue;
-    const Node& nd = nodes[e.id];
-    if (nd.leaf()) {
-      // Distances of the whole leaf first (a loop the compiler vectorises), then the few that
-      // can enter.
-      T d[kMaxLeaf];
-      const int64_t n = nd.end - nd.begin;
-      const T* pts = tree.point(nd.begin);
-      for (int64_t i = 0; i < n; ++i) d[i] = sqdist<T, D, kNorm>(pts + i * D, q);
-      for (int64_t i = 0; i < n; ++i)
-        if (d[i] <= worst) {
-          heap.push(d[i], tree.original(nd.begin + i));
-          if (heap.full()) worst = heap.worst();
-        }
-      continue;
-    }
-    const T bl = tree.template box_dist<kNorm>(nodes[nd.left], q);
-    const T br = tree.template box_dist<kNorm>(nodes[nd.right], q);
-    if (bl <= br) {
-      stack[top++] = {nd.right, br};
-      stack[top++] = {nd.left, bl};
-    } else {
-      stack[top++] = {nd.left, bl};
-      stack[top++] = {nd.right, br};
-    }
-  }
-}
 
 template <typename T, int kNorm>
 T dist_dyn(const T* a, const T* b, int64_t D) {
@@ -112,12 +66,17 @@ constexpr int64_t kSortedMaxK = 48;
 
 template <typename T, int D, int kNorm, typename Best>
 void run_tree(const KnnParams& p) {
-  const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kLeaf);
+  const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kKnnLeaf);
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
+  // Clouds with many queries go through the cell grid; their valid rows are then written.
+  std::vector<char> gridded(static_cast<size_t>(p.B), 0);
+  if constexpr (D == 3)
+    for (int64_t b = 0; b < p.B; ++b) gridded[b] = knn_grid_cloud<T, kNorm>(p, b, *trees[b]);
   std::vector<std::vector<int64_t>> orders(p.B);
   parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) orders[b] = morton_order<T, D>(p1 + b * p.P1 * D, clamp_len(p.lengths1, b, p.P1));
+    for (int64_t b = b0; b < b1; ++b)
+      if (!gridded[b]) orders[b] = morton_order<T, D>(p1 + b * p.P1 * D, clamp_len(p.lengths1, b, p.P1));
   });
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
     Best heap(p.K);
@@ -125,8 +84,10 @@ void run_tree(const KnnParams& p) {
       const int64_t b = s / p.P1, i = s % p.P1;
       const int64_t q = i < static_cast<int64_t>(orders[b].size()) ? orders[b][i] : i;
       const int64_t r = b * p.P1 + q;
+      const bool valid = q < clamp_len(p.lengths1, b, p.P1);
+      if (valid && gridded[b]) continue;
       heap.clear();
-      if (q < clamp_len(p.lengths1, b, p.P1) && !trees[b]->empty())
+      if (valid && !trees[b]->empty())
         tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap);
       heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
     }

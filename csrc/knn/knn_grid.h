@@ -1,0 +1,193 @@
+// The many-queries path of the CPU kNN (3-D): a cell grid proposes each query's candidates,
+// the KD-tree answers the queries the grid cannot prove (see cell_grid.h). Same results, bit
+// for bit, as the tree alone.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "common/launch.h"
+#include "common/parallel.h"
+#include "knn/cell_grid.h"
+#include "knn/knn.h"
+#include "knn/topk_sorted.h"
+#include "knn/tree_query.h"
+
+namespace m3ad {
+
+// The pre-filter of a query's candidates keeps distances up to this multiple of the K-th
+// distance of the previous query of its cell (a wider net costs selection work, a narrower one
+// more retries).
+constexpr double kGuessScale = 1.5;
+
+// Below these sizes the tree alone is as fast as building a grid.
+constexpr int64_t kGridMinQueries = 2048;
+constexpr int64_t kGridMinPoints = 2048;
+
+// Cell side: the K-th neighbour distance of most queries (exact, from the tree, on a sample),
+// so that the 3 x 3 x 3 block around a query usually holds its K nearest with room to prove it.
+template <typename T, int kNorm>
+double grid_cell_side(const KdTree<T, 3>& tree, const T* q, int64_t n1, int64_t K) {
+  constexpr int64_t kSamples = 256;
+  const int64_t step = std::max<int64_t>(1, n1 / kSamples);
+  std::vector<double> radius;
+  SortedTopK<T> heap(K);
+  for (int64_t i = 0; i < n1; i += step) {
+    heap.clear();
+    tree_query<T, 3, kNorm>(tree, q + i * 3, heap);
+    if (!heap.full()) continue;
+    const double w = static_cast<double>(heap.worst());
+    radius.push_back(kNorm == 2 ? std::sqrt(w) : w);
+  }
+  if (radius.empty()) return 0;
+  const size_t at = radius.size() * 3 / 4;
+  std::nth_element(radius.begin(), radius.begin() + at, radius.end());
+  return radius[at];
+}
+
+// A candidate as one sortable value whose order is the (distance, index) order. For float the
+// pair packs into one integer (a non-negative float's bits order like the float), so the
+// selection below compares integers; double keeps the pair.
+template <typename T>
+struct CandidateKey;
+
+template <>
+struct CandidateKey<float> {
+  using type = uint64_t;
+  static type make(float d, int64_t index) {
+    uint32_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    return (static_cast<uint64_t>(bits & 0x7fffffffu) << 32) | static_cast<uint32_t>(index);
+  }
+  static float distance(type k) {
+    const uint32_t bits = static_cast<uint32_t>(k >> 32);
+    float d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  static int64_t index(type k) { return static_cast<int64_t>(k & 0xffffffffu); }
+};
+
+template <>
+struct CandidateKey<double> {
+  struct type {
+    double d;
+    int64_t i;
+    bool operator<(const type& o) const { return d < o.d || (d == o.d && i < o.i); }
+  };
+  static type make(double d, int64_t index) { return {d, index}; }
+  static double distance(const type& k) { return k.d; }
+  static int64_t index(const type& k) { return k.i; }
+};
+
+// The K nearest candidates of the block, sorted, into keys[0, K); returns the K-th distance.
+// All distances are computed straight through (no insertion-sorted top-K that shifts for every
+// accepted candidate: that was the main cost), then one selection and a sort of K.
+// `guess` (a neighbouring query's K-th distance, scaled up; +inf for none) pre-filters the
+// candidates without branches, so the selection usually partitions ~2K keys instead of all;
+// when fewer than K pass, all candidates are taken. Either way the result is exact.
+template <typename T, int kNorm>
+T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs, int nr, const T* qq,
+               int64_t K, T guess, typename CandidateKey<T>::type* keys) {
+  using Key = CandidateKey<T>;
+  const T *gx = grid.x(), *gy = grid.y(), *gz = grid.z();
+  const int64_t* gi = grid.index();
+  for (;;) {
+    int64_t n = 0;
+    for (int k = 0; k < nr; ++k)
+      for (int64_t j = runs[k].begin; j < runs[k].end; ++j) {
+        // sqdist's operations, in its order (x, then y, then z): identical values to the tree.
+        const T d = axis_term<T, kNorm>(gx[j] - qq[0]) + axis_term<T, kNorm>(gy[j] - qq[1]) +
+                    axis_term<T, kNorm>(gz[j] - qq[2]);
+        keys[n] = Key::make(d, gi[j]);
+        n += d <= guess;
+      }
+    if (n >= K) {
+      std::nth_element(keys, keys + (K - 1), keys + n);
+      std::sort(keys, keys + (K - 1));
+      return Key::distance(keys[K - 1]);
+    }
+    guess = std::numeric_limits<T>::infinity();
+  }
+}
+
+// Answers the queries of cloud b (rows below lengths1) into dists/idx; false when the grid does
+// not apply (the caller then uses the tree for the whole cloud).
+template <typename T, int kNorm>
+bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
+  const int64_t n1 = clamp_len(p.lengths1, b, p.P1), n2 = clamp_len(p.lengths2, b, p.P2);
+  if (n1 < kGridMinQueries || n2 < kGridMinPoints || tree.empty()) return false;
+  const T* q = static_cast<const T*>(p.p1) + b * p.P1 * 3;
+  const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
+  double h = grid_cell_side<T, kNorm>(tree, q, n1, p.K);
+  if (!(h > 0) || !std::isfinite(h)) return false;
+  // Memory stays O(N) (at most ~100 bytes per point): a grid too fine for the cloud's extent
+  // (a thin structure in a big box) gets coarser cells instead.
+  const int64_t max_cells = 8 * n2 + 65536;
+  double span[3] = {0, 0, 0};
+  for (int j = 0; j < 3; ++j) {
+    T lo = pts[j], hi = pts[j];
+    for (int64_t i = 1; i < n2; ++i) lo = std::min(lo, pts[i * 3 + j]), hi = std::max(hi, pts[i * 3 + j]);
+    span[j] = static_cast<double>(hi) - static_cast<double>(lo);
+  }
+  if (!(std::isfinite(span[0]) && std::isfinite(span[1]) && std::isfinite(span[2]))) return false;
+  const auto cells_at = [&](double side) {
+    return (std::floor(span[0] / side) + 1) * (std::floor(span[1] / side) + 1) * (std::floor(span[2] / side) + 1);
+  };
+  while (cells_at(h) > 0.9 * static_cast<double>(max_cells)) h *= 1.1;  // 0.9: room for rounding
+  CellGrid3<T> grid(pts, n2, h, max_cells);
+  if (!grid.ok()) return false;
+
+  // Queries bucketed by cell (counting sort, index order within a cell).
+  const int64_t cells = grid.num_cells();
+  std::vector<int64_t> qcell(static_cast<size_t>(n1)), qstart(static_cast<size_t>(cells) + 1, 0);
+  for (int64_t i = 0; i < n1; ++i) ++qstart[(qcell[i] = grid.cell(q + i * 3)) + 1];
+  for (int64_t c = 0; c < cells; ++c) qstart[c + 1] += qstart[c];
+  std::vector<int64_t> qorder(static_cast<size_t>(n1)), busy;
+  {
+    std::vector<int64_t> fill(qstart.begin(), qstart.end() - 1);
+    for (int64_t i = 0; i < n1; ++i) qorder[fill[qcell[i]]++] = i;
+    for (int64_t c = 0; c < cells; ++c)
+      if (qstart[c + 1] > qstart[c]) busy.push_back(c);
+  }
+  // A block far denser than the sample suggested is cheaper on the tree.
+  const int64_t max_candidates = 64 * p.K + 2048;
+  T* dists = static_cast<T*>(p.dists);
+  using Key = CandidateKey<T>;
+  parallel_for(static_cast<int64_t>(busy.size()), 16, [&](int64_t c0, int64_t c1) {
+    SortedTopK<T> heap(p.K);
+    typename CellGrid3<T>::Run runs[11];
+    std::vector<typename Key::type> keys(static_cast<size_t>(max_candidates));
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const int64_t c = busy[ci];
+      int64_t total = 0;
+      const int nr = grid.block_runs(c, runs, &total);
+      const bool usable = total >= p.K && total <= max_candidates;
+      T guess = std::numeric_limits<T>::infinity();
+      for (int64_t s = qstart[c]; s < qstart[c + 1]; ++s) {
+        const int64_t i = qorder[s], r = b * p.P1 + i;
+        const T* qq = q + i * 3;
+        if (usable) {
+          const T kth = select_block<T, kNorm>(grid, runs, nr, qq, p.K, guess, keys.data());
+          guess = kth * static_cast<T>(kGuessScale);
+          if (kth < grid.template outside_bound<kNorm>(c, qq)) {
+            for (int64_t k = 0; k < p.K; ++k) {
+              dists[r * p.K + k] = Key::distance(keys[k]);
+              p.idx[r * p.K + k] = Key::index(keys[k]);
+            }
+            continue;
+          }
+        }
+        heap.clear();
+        tree_query<T, 3, kNorm>(tree, qq, heap);
+        heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace m3ad
