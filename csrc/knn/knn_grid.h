@@ -48,9 +48,9 @@ double grid_cell_side(const KdTree<T, 3>& tree, const T* q, int64_t n1, int64_t 
   return radius[at];
 }
 
-// A candidate as one sortable value whose order is the (distance, index) order. For float the
-// pair packs into one integer (a non-negative float's bits order like the float), so the
-// selection below compares integers; double keeps the pair.
+// A candidate as one integer whose order is the (distance, index) order: a non-negative
+// float's bits order like the float, so (bits, index) packs into 64 bits for float and 128 for
+// double, and the selection below compares integers.
 template <typename T>
 struct CandidateKey;
 
@@ -73,14 +73,19 @@ struct CandidateKey<float> {
 
 template <>
 struct CandidateKey<double> {
-  struct type {
+  __extension__ typedef unsigned __int128 type;  // GCC/Clang; both compile the CPU code
+  static type make(double d, int64_t index) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    return (static_cast<type>(bits & 0x7fffffffffffffffull) << 64) | static_cast<uint64_t>(index);
+  }
+  static double distance(type k) {
+    const uint64_t bits = static_cast<uint64_t>(k >> 64);
     double d;
-    int64_t i;
-    bool operator<(const type& o) const { return d < o.d || (d == o.d && i < o.i); }
-  };
-  static type make(double d, int64_t index) { return {d, index}; }
-  static double distance(const type& k) { return k.d; }
-  static int64_t index(const type& k) { return k.i; }
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  static int64_t index(type k) { return static_cast<int64_t>(static_cast<uint64_t>(k)); }
 };
 
 // The K nearest candidates of the block, sorted, into keys[0, K); returns the K-th distance.
