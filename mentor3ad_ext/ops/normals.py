@@ -67,16 +67,7 @@ def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
 
 
 def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int):
-    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order.
-
-    On the GPU the rows are permuted into Morton order so that neighbouring threads search
-    neighbouring space. The CPU kNN orders its queries itself (Morton order, cell buckets), so
-    there the rows stay in point order and the permutation (a sort and a gather) is skipped.
-    """
-    if points.device.type == "cpu":
-        B, P, _ = points.shape
-        dists, idx = _knn(points, points, lengths, lengths, K, 2)
-        return idx, dists, torch.arange(P, dtype=torch.int64).expand(B, P).contiguous()
+    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     dists, idx = _knn(queries, points, lengths, lengths, K, 2)
