@@ -191,7 +191,7 @@ def test_k_not_capped(device):
 
 
 # The CPU's many-query path (a cell grid that proposes candidates, knn/knn_grid.h) runs for 3-D
-# clouds with at least 2048 queries and 2048 points. These clouds are large enough to take it
+# clouds with at least 512 queries and 2048 points. These clouds are large enough to take it
 # and built to reach its edge cases; the results must equal the brute-force reference bit for bit.
 def _grid_case(name, dtype):
     g = torch.Generator().manual_seed(7)

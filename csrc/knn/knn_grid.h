@@ -24,14 +24,14 @@ namespace m3ad {
 constexpr double kGuessScale = 1.5;
 
 // Below these sizes the tree alone is as fast as building a grid.
-constexpr int64_t kGridMinQueries = 2048;
+constexpr int64_t kGridMinQueries = 512;
 constexpr int64_t kGridMinPoints = 2048;
 
 // Cell side: the K-th neighbour distance of most queries (exact, from the tree, on a sample),
 // so that the 3 x 3 x 3 block around a query usually holds its K nearest with room to prove it.
 template <typename T, int kNorm>
 double grid_cell_side(const KdTree<T, 3>& tree, const T* q, int64_t n1, int64_t K) {
-  constexpr int64_t kSamples = 256;
+  constexpr int64_t kSamples = 64;
   const int64_t step = std::max<int64_t>(1, n1 / kSamples);
   std::vector<double> radius;
   SortedTopK<T> heap(K);
@@ -129,6 +129,7 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
   const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
   double h = grid_cell_side<T, kNorm>(tree, q, n1, p.K);
   if (!(h > 0) || !std::isfinite(h)) return false;
+  const double sampled_side = h;
   // Memory stays O(N) (at most ~100 bytes per point): a grid too fine for the cloud's extent
   // (a thin structure in a big box) gets coarser cells instead.
   const int64_t max_cells = 8 * n2 + 65536;
@@ -162,6 +163,8 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
   const int64_t max_candidates = 64 * p.K + 2048;
   T* dists = static_cast<T*>(p.dists);
   using Key = CandidateKey<T>;
+  // Before a cell has a K-th distance of its own, the sampled typical one (the cell side).
+  const T first_guess = axis_term<T, kNorm>(static_cast<T>(sampled_side)) * static_cast<T>(kGuessScale);
   parallel_for(static_cast<int64_t>(busy.size()), 16, [&](int64_t c0, int64_t c1) {
     SortedTopK<T> heap(p.K);
     typename CellGrid3<T>::Run runs[11];
@@ -171,7 +174,7 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
       int64_t total = 0;
       const int nr = grid.block_runs(c, runs, &total);
       const bool usable = total >= p.K && total <= max_candidates;
-      T guess = std::numeric_limits<T>::infinity();
+      T guess = first_guess;
       for (int64_t s = qstart[c]; s < qstart[c + 1]; ++s) {
         const int64_t i = qorder[s], r = b * p.P1 + i;
         const T* qq = q + i * 3;
