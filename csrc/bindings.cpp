@@ -267,7 +267,7 @@ void coalesce_rows(uintptr_t idx, uintptr_t w, uintptr_t out_idx, uintptr_t out_
   m3ad::coalesce_rows_cpu(p);  // CPU only: the CUDA path gathers uncoalesced rows
 }
 
-void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_index,
+void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_index, uintptr_t lengths,
              uintptr_t out_normals, uintptr_t out_curvature, int64_t B, int64_t P, int64_t K,
              double radius2, bool orient, double vx, double vy, double vz, int dtype, int device,
              uintptr_t stream) {
@@ -276,6 +276,7 @@ void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_i
   p.idx = as_ptr<const int64_t>(idx);
   p.dists = as_ptr<const void>(dists);
   p.query_index = as_ptr<const int64_t>(query_index);
+  p.lengths = as_ptr<const int64_t>(lengths);
   p.normals = as_ptr<void>(out_normals);
   p.curvature = as_ptr<void>(out_curvature);
   p.B = B, p.P = P, p.K = K;
@@ -283,6 +284,8 @@ void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_i
   p.orient = orient;
   p.viewpoint[0] = vx, p.viewpoint[1] = vy, p.viewpoint[2] = vz;
   p.dtype = m3ad::to_dtype(dtype);
+  if (!p.idx && device >= 0)
+    throw std::invalid_argument("estimate_normals: the neighbour search inside the kernel is CPU only");
   dispatch("estimate_normals", p, make_device(device, stream), m3ad::normals_cpu, M3AD_CUDA_FN(m3ad::normals_cuda));
 }
 

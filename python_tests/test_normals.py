@@ -165,3 +165,29 @@ def test_opcheck():
     lengths = torch.tensor([50])
     idx, dists, order = neighbourhoods(pts, lengths, 8)
     torch.library.opcheck(torch.ops.mentor3ad.normals_from_neighbors, (pts, idx, dists, order, 0.01, True, [0.0, 0.0, 0.0]))
+    torch.library.opcheck(torch.ops.mentor3ad.normals_search, (pts, lengths, 8, 0.01, True, [0.0, 0.0, 0.0]))
+
+
+def _two_step(pts, lengths, k, radius, viewpoint):
+    """knn_points + the normals-from-neighbours kernel: what the CPU's searching kernel replaces."""
+    from mentor3ad_ext.ops.normals import _normals, _radius2, neighbourhoods
+
+    idx, dists, order = neighbourhoods(pts, lengths, k)
+    return _normals(pts, idx, dists, order, _radius2(radius), True, list(viewpoint))
+
+
+# On the CPU, estimate_normals searches the neighbourhoods inside its kernel (cell grid for
+# clouds of >= 2048 points, else the KD-tree; a heap beyond k = 48) and must give exactly the
+# bits of the two-step path, on every search path.
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("n,k,radius", [(3000, 30, None), (3000, 30, 0.03), (3000, 64, None),
+                                        (600, 12, None), (2500, 3000, None)])
+def test_cpu_search_kernel_equals_knn_then_pca(dtype, n, k, radius):
+    pts = torch.stack([wavy_surface(n, seed=3), wavy_surface(n, seed=4)]).to(dtype)
+    pts[1, 5] = pts[1, 6]  # a duplicate point
+    lengths = torch.tensor([n, n - 400])
+    vp = (0.5, 0.5, -1.0)
+    n_got, c_got = m.estimate_normals(pts, lengths, k=k, radius=radius, viewpoint=vp, return_curvature=True)
+    n_ref, c_ref = _two_step(pts, lengths, k, radius, vp)
+    assert torch.equal(n_got, n_ref) and torch.equal(c_got, c_ref)
+    assert (n_got[1, n - 400:] == 0).all() and (c_got[1, n - 400:] == 0).all()

@@ -61,8 +61,6 @@ std::vector<int64_t> morton_order(const T* q, int64_t n) {
   return order;
 }
 
-// Above this K a heap beats a sorted array (shifts grow with K, sifts with log K).
-constexpr int64_t kSortedMaxK = 48;
 
 template <typename T, int D, int kNorm, typename Best>
 void run_tree(const KnnParams& p) {

@@ -119,15 +119,16 @@ T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs,
   }
 }
 
-// Answers the queries of cloud b (rows below lengths1) into dists/idx; false when the grid does
-// not apply (the caller then uses the tree for the whole cloud).
-template <typename T, int kNorm>
-bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
-  const int64_t n1 = clamp_len(p.lengths1, b, p.P1), n2 = clamp_len(p.lengths2, b, p.P2);
+// The K nearest of each of the n1 queries q among the n2 points pts, handed to
+// sink(i, dists, idx) (K pairs in ascending (distance, index) order, in buffers that live until
+// the call returns) from the worker threads, each query exactly once. Returns false, having
+// called nothing, when the grid does not apply (too few queries or points, K > n2, a cloud
+// the grid cannot cover); the caller then searches the tree itself.
+template <typename T, int kNorm, typename Sink>
+bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, const KdTree<T, 3>& tree,
+                   const Sink& sink) {
   if (n1 < kGridMinQueries || n2 < kGridMinPoints || tree.empty()) return false;
-  const T* q = static_cast<const T*>(p.p1) + b * p.P1 * 3;
-  const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
-  double h = grid_cell_side<T, kNorm>(tree, q, n1, p.K);
+  double h = grid_cell_side<T, kNorm>(tree, q, n1, K);
   if (!(h > 0) || !std::isfinite(h)) return false;
   const double sampled_side = h;
   // Memory stays O(N) (at most ~100 bytes per point): a grid too fine for the cloud's extent
@@ -160,42 +161,58 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
       if (qstart[c + 1] > qstart[c]) busy.push_back(c);
   }
   // A block far denser than the sample suggested is cheaper on the tree.
-  const int64_t max_candidates = 64 * p.K + 2048;
-  T* dists = static_cast<T*>(p.dists);
+  const int64_t max_candidates = 64 * K + 2048;
   using Key = CandidateKey<T>;
   // Before a cell has a K-th distance of its own, the sampled typical one (the cell side).
   const T first_guess = axis_term<T, kNorm>(static_cast<T>(sampled_side)) * static_cast<T>(kGuessScale);
   parallel_for(static_cast<int64_t>(busy.size()), 16, [&](int64_t c0, int64_t c1) {
-    SortedTopK<T> heap(p.K);
+    SortedTopK<T> heap(K);
     typename CellGrid3<T>::Run runs[11];
     std::vector<typename Key::type> keys(static_cast<size_t>(max_candidates));
+    std::vector<T> d(static_cast<size_t>(K));
+    std::vector<int64_t> idx(static_cast<size_t>(K));
     for (int64_t ci = c0; ci < c1; ++ci) {
       const int64_t c = busy[ci];
       int64_t total = 0;
       const int nr = grid.block_runs(c, runs, &total);
-      const bool usable = total >= p.K && total <= max_candidates;
+      const bool usable = total >= K && total <= max_candidates;
       T guess = first_guess;
       for (int64_t s = qstart[c]; s < qstart[c + 1]; ++s) {
-        const int64_t i = qorder[s], r = b * p.P1 + i;
+        const int64_t i = qorder[s];
         const T* qq = q + i * 3;
+        bool proven = false;
         if (usable) {
-          const T kth = select_block<T, kNorm>(grid, runs, nr, qq, p.K, guess, keys.data());
+          const T kth = select_block<T, kNorm>(grid, runs, nr, qq, K, guess, keys.data());
           guess = kth * static_cast<T>(kGuessScale);
-          if (kth < grid.template outside_bound<kNorm>(c, qq)) {
-            for (int64_t k = 0; k < p.K; ++k) {
-              dists[r * p.K + k] = Key::distance(keys[k]);
-              p.idx[r * p.K + k] = Key::index(keys[k]);
-            }
-            continue;
-          }
+          proven = kth < grid.template outside_bound<kNorm>(c, qq);
         }
-        heap.clear();
-        tree_query<T, 3, kNorm>(tree, qq, heap);
-        heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
+        if (proven) {
+          for (int64_t k = 0; k < K; ++k) d[k] = Key::distance(keys[k]), idx[k] = Key::index(keys[k]);
+        } else {
+          heap.clear();
+          tree_query<T, 3, kNorm>(tree, qq, heap);
+          heap.write_sorted(d.data(), idx.data());
+        }
+        sink(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()));
       }
     }
   });
   return true;
+}
+
+// knn_grid_each for cloud b of a kNN call, writing its rows of dists/idx.
+template <typename T, int kNorm>
+bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
+  T* dists = static_cast<T*>(p.dists);
+  const int64_t K = p.K;
+  return knn_grid_each<T, kNorm>(
+      static_cast<const T*>(p.p1) + b * p.P1 * 3, clamp_len(p.lengths1, b, p.P1),
+      static_cast<const T*>(p.p2) + b * p.P2 * 3, clamp_len(p.lengths2, b, p.P2), K, tree,
+      [&](int64_t i, const T* d, const int64_t* idx) {
+        const int64_t r = b * p.P1 + i;
+        std::copy(d, d + K, dists + r * K);
+        std::copy(idx, idx + K, p.idx + r * K);
+      });
 }
 
 }  // namespace m3ad

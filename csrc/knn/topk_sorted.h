@@ -9,6 +9,10 @@
 
 namespace m3ad {
 
+// Above this K the heap of topk_heap.h beats a sorted array (shifts grow with K, sifts with
+// log K).
+constexpr int64_t kSortedMaxK = 48;
+
 template <typename T>
 class SortedTopK {
  public:

@@ -17,19 +17,14 @@ M3AD_HD int64_t neighbour_count(const int64_t* idx, const T* dists, int64_t K, i
   return n;
 }
 
+// The normal and curvature of the point at `self` from its neighbour list nb[0, K) (sorted by
+// distance, -1 padded, indices into `cloud` of P points), written to out_normal[0..2] and
+// *out_curvature (when not null).
 template <typename T>
-M3AD_HD void normal_row(const NormalsParams& p, int64_t r) {
-  const int64_t b = r / p.P;
-  const int64_t row = r % p.P;
-  int64_t i = p.query_index ? p.query_index[r] : row;
-  if (i < 0 || i >= p.P) return;  // the adapter guarantees a permutation; never write outside
-  const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
-  const int64_t* nb = p.idx + r * p.K;
-  const bool use_radius = p.radius2 >= 0;
-  const T r2 = static_cast<T>(p.radius2);
-  const int64_t n =
-      neighbour_count<T>(nb, p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr, p.K,
-                         p.P, use_radius && p.dists, r2);
+M3AD_HD void normal_from_list(const T* cloud, int64_t P, const int64_t* nb, const T* dists, int64_t K,
+                              bool use_radius, T r2, const T* self, bool orient, const double* viewpoint,
+                              T* out_normal, T* out_curvature) {
+  const int64_t n = neighbour_count<T>(nb, dists, K, P, use_radius && dists, r2);
   SmallestEig e{{0.0, 0.0, 0.0}, 0.0};
   if (n >= 3) {
     double mx = 0, my = 0, mz = 0;
@@ -50,19 +45,31 @@ M3AD_HD void normal_row(const NormalsParams& p, int64_t r) {
     }
     c.xx *= inv_n, c.xy *= inv_n, c.xz *= inv_n, c.yy *= inv_n, c.yz *= inv_n, c.zz *= inv_n;
     e = smallest_eigenvector(c);
-    if (p.orient) {
-      const T* pi = cloud + i * 3;
-      const Vec3d to_view{p.viewpoint[0] - static_cast<double>(pi[0]),
-                          p.viewpoint[1] - static_cast<double>(pi[1]),
-                          p.viewpoint[2] - static_cast<double>(pi[2])};
+    if (orient) {
+      const Vec3d to_view{viewpoint[0] - static_cast<double>(self[0]),
+                          viewpoint[1] - static_cast<double>(self[1]),
+                          viewpoint[2] - static_cast<double>(self[2])};
       if (dot3(e.normal, to_view) < 0) e.normal = scale3(e.normal, -1.0);
     }
   }
-  T* out = static_cast<T*>(p.normals) + (b * p.P + i) * 3;
-  out[0] = static_cast<T>(e.normal.x);
-  out[1] = static_cast<T>(e.normal.y);
-  out[2] = static_cast<T>(e.normal.z);
-  if (p.curvature) static_cast<T*>(p.curvature)[b * p.P + i] = static_cast<T>(e.curvature);
+  out_normal[0] = static_cast<T>(e.normal.x);
+  out_normal[1] = static_cast<T>(e.normal.y);
+  out_normal[2] = static_cast<T>(e.normal.z);
+  if (out_curvature) *out_curvature = static_cast<T>(e.curvature);
+}
+
+template <typename T>
+M3AD_HD void normal_row(const NormalsParams& p, int64_t r) {
+  const int64_t b = r / p.P;
+  const int64_t row = r % p.P;
+  int64_t i = p.query_index ? p.query_index[r] : row;
+  if (i < 0 || i >= p.P) return;  // the adapter guarantees a permutation; never write outside
+  const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
+  const T* dists = p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr;
+  T* curvature = p.curvature ? static_cast<T*>(p.curvature) + b * p.P + i : nullptr;
+  normal_from_list<T>(cloud, p.P, p.idx + r * p.K, dists, p.K, p.radius2 >= 0, static_cast<T>(p.radius2),
+                      cloud + i * 3, p.orient, p.viewpoint, static_cast<T*>(p.normals) + (b * p.P + i) * 3,
+                      curvature);
 }
 
 }  // namespace m3ad

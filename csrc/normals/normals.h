@@ -10,6 +10,10 @@
 //
 // Every point must be covered by exactly one row (rows are a permutation of the points); rows
 // of padding points (beyond lengths) have no neighbours and get zeros.
+//
+// CPU only: with idx == nullptr the kernel finds the K nearest neighbours itself (the kNN's
+// grid/tree search, same neighbours in the same order, so the same bits), using `lengths`,
+// and never writes the (B, P, K) lists out (normals_search_cpu.cpp).
 #pragma once
 #include <cstdint>
 
@@ -20,7 +24,9 @@ namespace m3ad {
 
 struct NormalsParams {
   const void* points = nullptr;          // (B, P, 3)
-  const int64_t* idx = nullptr;          // (B, P, K) neighbour indices into the same cloud
+  const int64_t* idx = nullptr;          // (B, P, K) neighbour indices into the same cloud, or
+                                         // nullptr: search them (CPU only; see above)
+  const int64_t* lengths = nullptr;      // (B,) valid points per cloud, for the search
   const void* dists = nullptr;           // (B, P, K) squared distances (read when radius2 >= 0)
   const int64_t* query_index = nullptr;  // (B, P) point of each row, or nullptr (identity)
   void* normals = nullptr;               // (B, P, 3) output, input dtype
@@ -33,6 +39,7 @@ struct NormalsParams {
 };
 
 void normals_cpu(const NormalsParams& p);
+void normals_search_cpu(const NormalsParams& p);
 void normals_cuda(const NormalsParams& p, const Device& dev);
 
 }  // namespace m3ad

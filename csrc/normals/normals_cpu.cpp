@@ -6,6 +6,7 @@ namespace m3ad {
 
 void normals_cpu(const NormalsParams& p) {
   if (p.B == 0 || p.P == 0) return;
+  if (!p.idx) return normals_search_cpu(p);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_for(p.B * p.P, 256, [&](int64_t r0, int64_t r1) {

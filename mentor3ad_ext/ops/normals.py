@@ -28,7 +28,7 @@ def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query
     curvature = torch.empty((B, P), dtype=points.dtype, device=points.device)
     if normals.numel():
         dev, stream = device_args(points)
-        C().normals(ptr(points), ptr(idx), ptr(dists), ptr(query_index), ptr(normals), ptr(curvature),
+        C().normals(ptr(points), ptr(idx), ptr(dists), ptr(query_index), 0, ptr(normals), ptr(curvature),
                     B, P, idx.shape[2], float(radius2), bool(orient), float(viewpoint[0]),
                     float(viewpoint[1]), float(viewpoint[2]), dtype_tag(points), dev, stream)
     return normals, curvature
@@ -36,6 +36,28 @@ def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query
 
 @_normals.register_fake
 def _(points, idx, dists, query_index, radius2, orient, viewpoint):
+    B, P, _ = points.shape
+    return points.new_empty((B, P, 3)), points.new_empty((B, P))
+
+
+@torch.library.custom_op("mentor3ad::normals_search", mutates_args=(), device_types="cpu")
+def _normals_search(points: torch.Tensor, lengths: torch.Tensor, k: int, radius2: float, orient: bool,
+                    viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU: the kernel searches each point's k nearest itself (same neighbours, same bits as
+    knn + normals_from_neighbors) and never materialises the (B, P, k) lists."""
+    B, P, _ = points.shape
+    normals = torch.empty((B, P, 3), dtype=points.dtype)
+    curvature = torch.empty((B, P), dtype=points.dtype)
+    if normals.numel():
+        dev, stream = device_args(points)
+        C().normals(ptr(points), 0, 0, 0, ptr(lengths), ptr(normals), ptr(curvature), B, P, int(k),
+                    float(radius2), bool(orient), float(viewpoint[0]), float(viewpoint[1]),
+                    float(viewpoint[2]), dtype_tag(points), dev, stream)
+    return normals, curvature
+
+
+@_normals_search.register_fake
+def _(points, lengths, k, radius2, orient, viewpoint):
     B, P, _ = points.shape
     return points.new_empty((B, P, 3)), points.new_empty((B, P))
 
@@ -79,6 +101,8 @@ def _radius2(radius: Optional[float]) -> float:
 
 
 def _estimate(points, lengths, k, radius, orient, viewpoint):
+    if points.device.type == "cpu":
+        return _normals_search(points.contiguous(), lengths.contiguous(), k, _radius2(radius), orient, viewpoint)
     idx, dists, order = neighbourhoods(points, lengths, k)
     return _normals(points, idx, dists, order, _radius2(radius), orient, viewpoint)
 
