@@ -27,7 +27,7 @@ def test_matches_reference(device, dtype, P, K):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_large_single_cloud_any_thread_count(threads):
-    # A single large cloud updates the root's two subtrees on two threads: same order as one.
+    # A large cloud builds its KD-tree on all threads: same order as one thread.
     pts = torch.rand(1, 300_000, 3)
     old = m.get_num_threads()
     m.set_num_threads(threads)

@@ -22,8 +22,6 @@ namespace {
 // sample still updates only nearby leaves, whose vectorised refresh makes big leaves cheap;
 // 64 measured 5-10 % slower, 256 about the same, 32 20-30 % slower.
 constexpr int kLeafSize = 128;
-// Clouds of at least this many points update the root's two halves in parallel.
-constexpr int64_t kParallelPoints = int64_t{1} << 17;
 
 // Larger value wins; equal values go to the lower original index.
 template <typename T>
@@ -121,21 +119,10 @@ class KdFps {
     for (; id >= 0; id = nodes[id].parent) refresh(id);
   }
 
-  // Large single clouds: the root's two subtrees are updated on two threads (disjoint nodes and
-  // points, so no synchronisation beyond the join); inside a batch-level parallel loop, or for
-  // small clouds where waking a thread costs more than it saves, one thread does both.
-  void update(const T* c) {
-    const auto& root = tree_.nodes()[0];
-    if (root.leaf() || static_cast<int64_t>(mind_.size()) < kParallelPoints || get_num_threads() < 2) {
-      visit(0, c);
-      return;
-    }
-    bool changed[2] = {false, false};
-    parallel_for(2, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) changed[i] = visit(i == 0 ? root.left : root.right, c);
-    });
-    if (changed[0] || changed[1]) refresh(0);
-  }
+  // One thread per cloud. (Updating the root's two subtrees on two threads per sample was
+  // tried: with the vectorised leaves it no longer gained anything, and under
+  // OMP_WAIT_POLICY=PASSIVE the fork/join per sample made 1M points 1.8x slower.)
+  void update(const T* c) { visit(0, c); }
 
   // Lowers min-distances below node `id` for the new sample c; returns whether any may have changed.
   bool visit(int32_t id, const T* c) {
