@@ -181,8 +181,11 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
         const int64_t i = qorder[s];
         const T* qq = q + i * 3;
         bool proven = false;
+        // The block's K-th distance bounds the true one (they are K real points): it prunes
+        // the tree search of a query the grid could not prove.
+        T kth = std::numeric_limits<T>::infinity();
         if (usable) {
-          const T kth = select_block<T, kNorm>(grid, runs, nr, qq, K, guess, keys.data());
+          kth = select_block<T, kNorm>(grid, runs, nr, qq, K, guess, keys.data());
           guess = kth * static_cast<T>(kGuessScale);
           proven = kth < grid.template outside_bound<kNorm>(c, qq);
         }
@@ -190,7 +193,7 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
           for (int64_t k = 0; k < K; ++k) d[k] = Key::distance(keys[k]), idx[k] = Key::index(keys[k]);
         } else {
           heap.clear();
-          tree_query<T, 3, kNorm>(tree, qq, heap);
+          tree_query<T, 3, kNorm>(tree, qq, heap, kth);
           heap.write_sorted(d.data(), idx.data());
         }
         sink(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()));

@@ -17,16 +17,20 @@ struct KnnStackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K =
   T bound;
 };
 
+// `bound`: a known upper bound of the K-th distance (e.g. the K-th distance among any K points
+// of the cloud), or +inf. Nodes farther than it are skipped from the start; points at or below
+// it still compete, so the result is the same.
 template <typename T, int D, int kNorm, typename Best>
-void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap) {
+void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap,
+                T bound = std::numeric_limits<T>::infinity()) {
   using Node = typename KdTree<T, D>::Node;
   const auto& nodes = tree.nodes();
   // (node, its lower bound); the nearer child is pushed last so it is searched first.
   KnnStackEntry<T> stack[128];
   int top = 0;
   stack[top++] = {0, tree.template box_dist<kNorm>(nodes[0], q)};
-  // The current K-th distance, cached: +inf until K pairs are in.
-  T worst = std::numeric_limits<T>::infinity();
+  // The current K-th distance, cached: `bound` until K pairs are in.
+  T worst = bound;
   while (top) {
     const KnnStackEntry<T> e = stack[--top];
     if (e.bound > worst) continue;
