@@ -195,3 +195,28 @@ def test_vote_statistics_survive_state_dict():
     vm2.load_state_dict(vm.state_dict())
     assert bool(vm2.fitted) and torch.equal(vm2.mean, vm.mean)
     assert math.isinf(float(VotingModule(cfg).pixel_threshold[0]))
+
+
+def test_initial_weights_come_from_the_config_seed_not_the_global_rng():
+    # The first training of a process used to start from whatever the global RNG held, so it
+    # differed from every later one; now the config's seed decides, and the caller's RNG state
+    # is left alone.
+    from mentor3ad_ext.models import HandcraftedRGBExtractor, FPFHExtractor
+    from mentor3ad_ext.models.mentor3ad import Mentor3AD
+
+    cfg = tiny_config()
+    torch.manual_seed(123)
+    a = Mentor3AD(cfg, HandcraftedRGBExtractor(), FPFHExtractor())
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(1000)  # a different global state
+    b = Mentor3AD(cfg, HandcraftedRGBExtractor(), FPFHExtractor())
+    for (k, va), vb in zip(a.heads.state_dict().items(), b.heads.state_dict().values()):
+        assert torch.equal(va, vb), k
+    torch.manual_seed(123)
+    Mentor3AD(cfg, HandcraftedRGBExtractor(), FPFHExtractor())
+    assert torch.equal(torch.rand(3), after)  # the caller's stream is unchanged
+    c = Mentor3AD(cfg.replace(train={**vars(cfg.train), "seed": cfg.train.seed + 1}),
+                  HandcraftedRGBExtractor(), FPFHExtractor())
+    flat = lambda model: torch.cat([p.flatten() for p in model.heads.parameters()])  # noqa: E731
+    assert not torch.equal(flat(c), flat(a))

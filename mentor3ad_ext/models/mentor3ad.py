@@ -36,8 +36,14 @@ class Mentor3AD(nn.Module):
             raise ValueError(f"expected an rgb and a 3d extractor, got {rgb_extractor.modality!r} "
                              f"and {xyz_extractor.modality!r}")
         self.rgb_extractor, self.xyz_extractor = rgb_extractor, xyz_extractor
-        self.heads = Mentor3ADHeads(self.config, rgb_extractor.out_channels,
-                                    xyz_extractor.out_channels)
+        # Initial weights from the config's seed, not from whatever the global RNG holds: the
+        # same config trains the same model in every process, first run or not (the first
+        # training of a process used to differ from every later one). fork_rng leaves the
+        # caller's RNG state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed)
+            self.heads = Mentor3ADHeads(self.config, rgb_extractor.out_channels,
+                                        xyz_extractor.out_channels)
 
     @property
     def extractors(self) -> tuple[nn.Module, nn.Module]:
