@@ -51,42 +51,33 @@ double grid_cell_side(const KdTree<T, 3>& tree, const T* q, int64_t n1, int64_t 
 // A candidate as one integer whose order is the (distance, index) order: a non-negative
 // float's bits order like the float, so (bits, index) packs into 64 bits for float and 128 for
 // double, and the selection below compares integers.
+template <typename T, typename Bits, typename Packed>
+struct PackedCandidate {
+  static_assert(sizeof(Bits) == sizeof(T) && sizeof(Packed) == 2 * sizeof(T), "distance bits, then index");
+  using type = Packed;
+  static constexpr int kShift = 8 * sizeof(Bits);
+  static type make(T d, int64_t index) {
+    Bits bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    bits &= ~Bits(0) >> 1;  // -0 -> +0: the sign bit would break the order
+    return (static_cast<type>(bits) << kShift) | static_cast<Bits>(index);
+  }
+  static T distance(type k) {
+    const Bits bits = static_cast<Bits>(k >> kShift);
+    T d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  static int64_t index(type k) { return static_cast<int64_t>(static_cast<Bits>(k)); }
+};
+
 template <typename T>
 struct CandidateKey;
-
 template <>
-struct CandidateKey<float> {
-  using type = uint64_t;
-  static type make(float d, int64_t index) {
-    uint32_t bits;
-    std::memcpy(&bits, &d, sizeof bits);
-    return (static_cast<uint64_t>(bits & 0x7fffffffu) << 32) | static_cast<uint32_t>(index);
-  }
-  static float distance(type k) {
-    const uint32_t bits = static_cast<uint32_t>(k >> 32);
-    float d;
-    std::memcpy(&d, &bits, sizeof d);
-    return d;
-  }
-  static int64_t index(type k) { return static_cast<int64_t>(k & 0xffffffffu); }
-};
-
+struct CandidateKey<float> : PackedCandidate<float, uint32_t, uint64_t> {};
+__extension__ typedef unsigned __int128 uint128_for_keys;  // GCC/Clang; both compile the CPU code
 template <>
-struct CandidateKey<double> {
-  __extension__ typedef unsigned __int128 type;  // GCC/Clang; both compile the CPU code
-  static type make(double d, int64_t index) {
-    uint64_t bits;
-    std::memcpy(&bits, &d, sizeof bits);
-    return (static_cast<type>(bits & 0x7fffffffffffffffull) << 64) | static_cast<uint64_t>(index);
-  }
-  static double distance(type k) {
-    const uint64_t bits = static_cast<uint64_t>(k >> 64);
-    double d;
-    std::memcpy(&d, &bits, sizeof d);
-    return d;
-  }
-  static int64_t index(type k) { return static_cast<int64_t>(static_cast<uint64_t>(k)); }
-};
+struct CandidateKey<double> : PackedCandidate<double, uint64_t, uint128_for_keys> {};
 
 // The K nearest candidates of the block, sorted, into keys[0, K); returns the K-th distance.
 // All distances are computed straight through (no insertion-sorted top-K that shifts for every
