@@ -135,8 +135,9 @@ class KdTree {
       }
     // Split serially, breadth first, until there is enough independent work for every thread.
     std::vector<Task> tasks{{0, n, 0, -1, root}};
-    // Small trees build faster on one thread than it takes to wake a second one.
-    const size_t want = n < (int64_t{1} << 15) ? 1 : static_cast<size_t>(4 * get_num_threads());
+    // Trees below 4k points build faster on one thread than it takes to wake a second one
+    // (16k points: 10 % faster FPS with the parallel build, under either OMP_WAIT_POLICY).
+    const size_t want = n < (int64_t{1} << 12) ? 1 : static_cast<size_t>(4 * get_num_threads());
     while (tasks.size() < want && n > 64 * leaf_size_) {
       std::vector<Task> next;
       bool split_any = false;
