@@ -187,7 +187,12 @@ def grid_to_points(grid: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear",
     N = uv.shape[1]
     bilinear = mode == "bilinear"
     weights, index = _pixel_corners_op(coords, H, W, bilinear, align_corners)
-    src = g.view(B, Cc, H * W).transpose(1, 2)  # (B, HW, C) view: read in place, channel stride HW
+    src = g.view(B, Cc, H * W).transpose(1, 2)  # (B, HW, C) view, channel stride HW
+    if H * W <= 4 * N:
+        # Channels-last copy: each corner becomes one contiguous row read instead of C reads HW
+        # apart (the gather ran 1.3x faster at 28 x 28, C = 128, 50k points). Skipped when the
+        # grid is larger than the corner reads themselves (a big grid, few points).
+        src = src.contiguous()
     # Nearest weights are exactly 1 (products unchanged); they keep uv in the graph (zero gradient).
     out = _gather_rows_op(src, index, 4 if bilinear else 1, weights)
     out = out.view(B, N, Cc)
