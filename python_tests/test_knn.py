@@ -239,3 +239,18 @@ def test_many_query_grid_path_ragged_batch_and_norms(norm):
     l2 = torch.tensor([3000, 3000, 40])
     got = _check(p1, p2, l1, l2, K=50, norm=norm)
     assert (got.idx[1, 100:] == -1).all() and (got.idx[2, :, 40:] == -1).all()
+
+
+def test_many_query_grid_path_nan_queries_with_checks_off_do_not_hang():
+    # NaN distances never pass a distance filter; the selection must still terminate. Rows of
+    # NaN queries get no neighbours, the other rows their exact answer.
+    g = torch.Generator().manual_seed(5)
+    p2 = torch.rand(1, 3000, 3, generator=g)
+    p1 = torch.rand(1, 2000, 3, generator=g)
+    p1[0, ::7] = float("nan")
+    with m.value_checks(False):
+        got = m.knn_points(p1, p2, K=16)
+    ok = ~torch.isnan(p1[0, :, 0])
+    ref = R.knn_points(p1[:, ok], p2, K=16)
+    assert torch.equal(got.idx[:, ok], ref.idx) and torch.equal(got.dists[:, ok], ref.dists)
+    assert (got.idx[0, ~ok] == -1).all()

@@ -91,7 +91,7 @@ T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs,
   using Key = CandidateKey<T>;
   const T *gx = grid.x(), *gy = grid.y(), *gz = grid.z();
   const int64_t* gi = grid.index();
-  for (;;) {
+  for (bool all = !(guess < std::numeric_limits<T>::infinity());; all = true) {
     int64_t n = 0;
     for (int k = 0; k < nr; ++k)
       for (int64_t j = runs[k].begin; j < runs[k].end; ++j) {
@@ -99,14 +99,13 @@ T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs,
         const T d = axis_term<T, kNorm>(gx[j] - qq[0]) + axis_term<T, kNorm>(gy[j] - qq[1]) +
                     axis_term<T, kNorm>(gz[j] - qq[2]);
         keys[n] = Key::make(d, gi[j]);
-        n += d <= guess;
+        n += all || d <= guess;  // `all`, not a +inf guess: NaN (value checks off) must count
       }
-    if (n >= K) {
+    if (n >= K || all) {  // all: n is the block's size, >= K (the caller checked)
       std::nth_element(keys, keys + (K - 1), keys + n);
       std::sort(keys, keys + (K - 1));
       return Key::distance(keys[K - 1]);
     }
-    guess = std::numeric_limits<T>::infinity();
   }
 }
 
