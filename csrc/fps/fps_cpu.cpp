@@ -95,11 +95,11 @@ class KdFps {
       T best = -std::numeric_limits<T>::infinity();
       for (; i < n; ++i) best = md[i] > best ? md[i] : best;
       for (int l = 0; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
-      md -= nd.begin;
+      const int64_t* orig = orig_.data() + nd.begin;
       int64_t arg = std::numeric_limits<int64_t>::max();
-      for (int64_t i = nd.begin; i < nd.end; ++i)
-        if (md[i] == best && orig_[i] < arg) arg = orig_[i];
-      if (arg == std::numeric_limits<int64_t>::max()) arg = orig_[nd.begin];  // all NaN
+      for (int64_t j = 0; j < n; ++j)
+        if (md[j] == best && orig[j] < arg) arg = orig[j];
+      if (arg == std::numeric_limits<int64_t>::max()) arg = orig[0];  // all NaN
       max_[id] = best;
       arg_[id] = arg;
     } else {
