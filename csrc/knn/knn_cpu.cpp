@@ -61,7 +61,6 @@ std::vector<int64_t> morton_order(const T* q, int64_t n) {
   return order;
 }
 
-
 template <typename T, int D, int kNorm, typename Best>
 void run_tree(const KnnParams& p) {
   const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kKnnLeaf);
