@@ -1,6 +1,6 @@
 // CPU kNN: a KD-tree per cloud for D <= 3 (exact pruning, see common/kdtree.h), an index-order
 // scan for higher D. Queries of all clouds run in parallel, each with a bounded top-K. In 3-D,
-// clouds with many queries and K <= 48 go through a cell grid first (knn_grid.h).
+// clouds with at least 512 queries go through a cell grid first (knn_grid.h), any K.
 #include <algorithm>
 #include <limits>
 #include <memory>
