@@ -37,6 +37,27 @@ def test_large_single_cloud_any_thread_count(threads):
         m.set_num_threads(old)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_single_cloud_split_over_threads(threads):
+    # Fewer clouds than threads: each cloud's points are dealt out to the threads, which swap
+    # their farthest point after every sample. Exact ties across the subsets (a duplicated
+    # grid, every point drawn, K == cloud size) must still go to the lower index; 3 threads on
+    # this 2-core machine also checks that the spin exchange survives oversubscription.
+    old = m.get_num_threads()
+    m.set_num_threads(threads)
+    try:
+        g = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+        dup = torch.cat([g, g, g], 1)  # 12288 points, each three times
+        _, idx = _check(dup, K=dup.shape[1], start_idx=7)
+        assert len(set(idx[0].tolist())) == dup.shape[1]
+        _check(torch.randn(1, 30_000, 3, dtype=torch.float64), K=500)
+        # Two clouds on three threads: ragged, each on the whole team in turn.
+        pts = torch.rand(2, 20_000, 3)
+        _check(pts, torch.tensor([20_000, 13_001]), K=300, start_idx=torch.tensor([3, 13_000]))
+    finally:
+        m.set_num_threads(old)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_ragged_empty_and_k_tensor(device):
     pts = torch.rand(4, 500, 3, device=device)

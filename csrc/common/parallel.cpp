@@ -58,4 +58,24 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   if (error) std::rethrow_exception(error);
 }
 
+void parallel_team(int threads, const std::function<void(int, int)>& body) {
+  threads = std::max(1, threads);
+  if (threads == 1 || omp_in_parallel()) {
+    body(0, 1);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel num_threads(threads)
+  {
+    try {
+      body(omp_get_thread_num(), omp_get_num_threads());
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace m3ad

@@ -4,11 +4,13 @@
 // from the sample to the node's bounding box is below that node maximum, so all other nodes are
 // skipped. The box bound uses the same float operations as the point distances, and rounding is
 // monotonic, so the bound never exceeds a true point distance: pruning never changes a result.
-// Other D use the plain O(N*K) scan. Clouds run in parallel.
+// Other D use the plain O(N*K) scan. Clouds run in parallel, or a single cloud on all threads.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "common/kdtree.h"
@@ -60,6 +62,23 @@ class KdFps {
     }
   }
 
+  // Marks point `orig` (an index into this tree's cloud) as sampled.
+  void select(int64_t orig) {
+    const int64_t i = pos_[orig];
+    mind_[i] = -std::numeric_limits<T>::infinity();
+    const auto& nodes = tree_.nodes();
+    int32_t id = 0;
+    while (!nodes[id].leaf()) id = i < nodes[nodes[id].left].end ? nodes[id].left : nodes[id].right;
+    for (; id >= 0; id = nodes[id].parent) refresh(id);
+  }
+
+  // Lowers the min-distances for a new sample at coordinates c.
+  void update(const T* c) { visit(0, c); }
+
+  // The farthest remaining point: its min-distance and lowest index among ties.
+  T best_value() const { return max_[0]; }
+  int64_t best_index() const { return arg_[0]; }
+
  private:
   using Tree = KdTree<T, 3>;
 
@@ -109,20 +128,6 @@ class KdFps {
       arg_[id] = arg_[c2];
     }
   }
-
-  void select(int64_t orig) {
-    const int64_t i = pos_[orig];
-    mind_[i] = -std::numeric_limits<T>::infinity();
-    const auto& nodes = tree_.nodes();
-    int32_t id = 0;
-    while (!nodes[id].leaf()) id = i < nodes[nodes[id].left].end ? nodes[id].left : nodes[id].right;
-    for (; id >= 0; id = nodes[id].parent) refresh(id);
-  }
-
-  // One thread per cloud. (Updating the root's two subtrees on two threads per sample was
-  // tried: with the vectorised leaves it no longer gained anything, and under
-  // OMP_WAIT_POLICY=PASSIVE the fork/join per sample made 1M points 1.8x slower.)
-  void update(const T* c) { visit(0, c); }
 
   // Lowers min-distances below node `id` for the new sample c; returns whether any may have changed.
   bool visit(int32_t id, const T* c) {
@@ -174,8 +179,83 @@ void fps_brute(const T* pts, int64_t n, int64_t D, int64_t start, int64_t k, int
   }
 }
 
+// One cloud on a team of threads. Thread t owns the points t, t + team, t + 2 team, ...: every
+// subset spans the whole cloud, so each new sample costs every thread about the same work, and
+// each thread builds and updates a tree of its own subset. After each sample the threads swap
+// their subset's farthest point through a spin exchange and all pick the same winner (larger
+// min-distance, then lower index), which is the global farthest point: the order is exact.
+// The exchange costs two cache-line transfers per sample, far below a fork/join per sample
+// (which was tried: under OMP_WAIT_POLICY=PASSIVE it made 1M points 1.8x slower).
 template <typename T>
-void fps_cloud(const FpsParams& p, int64_t b) {
+class SplitFps {
+ public:
+  explicit SplitFps(int team) : slots_(static_cast<size_t>(team)) {}
+
+  // Thread t of the team: fills out[0, k) when t == 0.
+  void run(int t, const T* pts, int64_t n, int64_t start, int64_t k, int64_t* out) {
+    const int team = static_cast<int>(slots_.size());
+    try {
+      const int64_t m = (n - t + team - 1) / team;
+      std::vector<T> sub(static_cast<size_t>(m) * 3);
+      for (int64_t i = 0; i < m; ++i)
+        for (int j = 0; j < 3; ++j) sub[i * 3 + j] = pts[(i * team + t) * 3 + j];
+      KdFps<T> tree(sub.data(), m);
+      int64_t cur = start;
+      for (int64_t s = 0; s < k; ++s) {
+        if (t == 0) out[s] = cur;
+        if (cur % team == t) tree.select(cur / team);
+        if (s + 1 == k) break;
+        tree.update(pts + cur * 3);
+        cur = exchange(t, s, tree.best_value(), tree.best_index() * team + t);
+        if (cur < 0) return;  // another member failed
+      }
+    } catch (...) {
+      failed_.store(true, std::memory_order_release);
+      throw;
+    }
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<int64_t> seq{-1};
+    T value[2];      // double-buffered by step parity: a member can be one step ahead of a reader
+    int64_t arg[2];
+  };
+
+  // Publishes this member's best for step s, waits for all others', returns the winner (or -1
+  // when a member failed).
+  int64_t exchange(int t, int64_t s, T value, int64_t arg) {
+    Slot& mine = slots_[t];
+    const int b = static_cast<int>(s & 1);
+    mine.value[b] = value;
+    mine.arg[b] = arg;
+    mine.seq.store(s, std::memory_order_release);
+    T best_v = value;
+    int64_t best_i = arg;
+    for (size_t o = 0; o < slots_.size(); ++o) {
+      if (static_cast<int>(o) == t) continue;
+      Slot& other = slots_[o];
+      for (int spins = 0; other.seq.load(std::memory_order_acquire) < s; ++spins) {
+        if (failed_.load(std::memory_order_acquire)) return -1;
+        if (spins > 1024) std::this_thread::yield();  // oversubscribed cores: let the others run
+      }
+      if (better(other.value[b], other.arg[b], best_v, best_i)) {
+        best_v = other.value[b];
+        best_i = other.arg[b];
+      }
+    }
+    return best_i;
+  }
+
+  std::vector<Slot> slots_;
+  std::atomic<bool> failed_{false};
+};
+
+// Threads per cloud: splitting needs every member's subset to be worth a tree of its own.
+constexpr int64_t kMinSplitPoints = 4096;
+
+template <typename T>
+void fps_cloud(const FpsParams& p, int64_t b, int team = 1) {
   int64_t* out = p.idx + b * p.K_max;
   std::fill(out, out + p.K_max, int64_t{-1});
   const int64_t n = clamp_len(p.lengths, b, p.P);
@@ -185,7 +265,20 @@ void fps_cloud(const FpsParams& p, int64_t b) {
   const T* pts = static_cast<const T*>(p.points) + b * p.P * p.D;
   // The tree pays off once a cloud has more than a few leaves and we draw more than a handful.
   if (p.D == 3 && n > 4 * kLeafSize && k > 2) {
-    KdFps<T>(pts, n).sample(pts, start, k, out);
+    team = static_cast<int>(std::min<int64_t>(team, n / kMinSplitPoints));
+    if (team > 1) {
+      SplitFps<T> split(team);
+      parallel_team(team, [&](int t, int granted) {
+        // A smaller team than asked for (nested call) runs the whole cloud on one tree.
+        if (granted != team) {
+          if (t == 0) KdFps<T>(pts, n).sample(pts, start, k, out);
+          return;
+        }
+        split.run(t, pts, n, start, k, out);
+      });
+    } else {
+      KdFps<T>(pts, n).sample(pts, start, k, out);
+    }
   } else {
     fps_brute(pts, n, p.D, start, k, out);
   }
@@ -196,9 +289,16 @@ void fps_cloud(const FpsParams& p, int64_t b) {
 void fps_cpu(const FpsParams& p) {
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) fps_cloud<T>(p, b);
-    });
+    // Clouds in parallel; when there are fewer clouds than threads, each cloud in turn on all
+    // threads.
+    const int threads = get_num_threads();
+    if (p.B < threads) {
+      for (int64_t b = 0; b < p.B; ++b) fps_cloud<T>(p, b, threads);
+    } else {
+      parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) fps_cloud<T>(p, b);
+      });
+    }
     return 0;
   });
 }
