@@ -212,6 +212,10 @@ def _grid_case(name, dtype):
         far = torch.rand(1, 40, 3, generator=g) * 3000 - 1000
         p2 = torch.cat(blobs + [far], 1)
         p1 = p2[:, torch.randperm(p2.shape[1], generator=g)]
+    elif name == "stacked_duplicates":  # 65 sites, 40 copies each: zero K-th distances, big buckets
+        sites = torch.rand(1, 65, 3, generator=g)
+        p2 = sites.repeat_interleave(40, 1)[:, torch.randperm(65 * 40, generator=g)]
+        p1 = p2
     elif name == "queries_outside":  # queries beyond the cloud's box on every side
         p2 = torch.rand(1, n, 3, generator=g)
         p1 = torch.rand(1, n, 3, generator=g) * 1.6 - 0.3
@@ -223,7 +227,8 @@ def _grid_case(name, dtype):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("name,K", [("uniform", 1), ("uniform", 30), ("uniform", 100), ("surface", 8),
                                     ("surface", 48), ("lattice_ties", 30), ("clusters_and_outliers", 30),
-                                    ("queries_outside", 16)])
+                                    ("queries_outside", 16), ("stacked_duplicates", 30),
+                                    ("stacked_duplicates", 45)])
 def test_many_query_grid_path_matches_reference(dtype, name, K):
     p1, p2 = _grid_case(name, dtype)
     _check(p1, p2, K=K)
