@@ -11,7 +11,7 @@ def test_presets_are_what_they_claim():
     assert not cfm.use_mentor and cfm.maps == ("product",) and cfm.vote == "none"
     full = get_preset("mentor3ad")
     assert full.use_mentor and full.contrastive and full.vote == "soft"
-    assert full.maps == ("rgb", "3d", "product", "mentor")
+    assert full.maps == ("rgb", "3d", "mentor")  # product: a candidate, not voted by default
     assert (full.proj_hidden, full.proj_dim, full.mentor_dim, full.mapper_hidden) == (512, 256, 128, 960)
     assert full.train.lr == 1e-3 and full.train.batch_size == 4
     # each ablation changes the full model in the advertised way only

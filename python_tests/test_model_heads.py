@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mentor3ad_ext.models.config import get_preset
+from mentor3ad_ext.models.config import MAPS, get_preset
 from mentor3ad_ext.models.heads import (Mapper, Mentor3ADHeads, VotingModule, gaussian_blur,
                                         info_nce)
 
@@ -174,7 +174,7 @@ def test_patch_maps_and_vote():
     # hard vote: count of maps above their normal quantile, times the mean
     hard = vm.with_vote(cfg.replace(vote="hard"))
     hfinal, hscore, _ = hard(patch, valid)
-    idx = [0, 1, 2, 3]
+    idx = [MAPS.index(n) for n in cfg.maps]  # thresholds are stored per candidate map
     count = (stack > vm.pixel_threshold[idx].view(-1, 1, 1, 1)).sum(0)
     assert torch.allclose(hfinal, count * stack.mean(0))
     assert count.max() >= 1 and (count == 0).any()  # some pixels exceed the normal quantile

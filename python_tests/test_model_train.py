@@ -30,7 +30,8 @@ def test_train_evaluate_report(synth, tmp_path):
     for k in ("i_auroc", "p_auroc", "aupro@0.3", "aupro@0.01"):
         assert 0.0 <= entry[k] <= 1.0
     assert set(entry["per_defect"]) == {"dent", "bump", "crack", "stain", "combined"}
-    assert {"rgb map", "3d map", "product map", "mentor map", "soft vote", "hard vote"} == set(entry["variants"])
+    assert {"rgb map", "3d map", "product map", "mentor map", "soft vote", "hard vote",
+            "soft vote, all maps"} == set(entry["variants"])
     # the soft vote of the full config is the model's own result
     assert entry["variants"]["soft vote"]["p_auroc"] == pytest.approx(entry["p_auroc"])
     out = tmp_path / "out"

@@ -153,7 +153,8 @@ def _eval(args) -> int:
 
     vote = None
     if args.maps or args.vote:
-        maps = tuple(args.maps.split(",")) if args.maps else ("rgb", "3d", "product", "mentor")
+        from ..models.config import DEFAULT_VOTE_MAPS
+        maps = tuple(args.maps.split(",")) if args.maps else DEFAULT_VOTE_MAPS
         rule = args.vote or ("none" if len(maps) == 1 else "soft")
         vote = Mentor3ADConfig(maps=maps, vote=rule)
     run = TrainRun(data=args.data, out=args.out, dataset=args.dataset, classes=args.classes,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..models.config import MAPS, Mentor3ADConfig
+from ..models.config import DEFAULT_VOTE_MAPS, MAPS, Mentor3ADConfig
 from ..models.heads import VotingModule
 from .features import SampleFeatures
 
@@ -64,9 +64,12 @@ def vote_variants(config: Mentor3ADConfig) -> dict[str, Mentor3ADConfig]:
     """The VM settings a trained model can be evaluated with without retraining."""
     available = [m for m in MAPS if m != "mentor" or config.use_mentor]
     out = {f"{m} map": config.replace(maps=(m,), vote="none") for m in available}
-    if len(available) > 1:
-        out["soft vote"] = config.replace(maps=tuple(available), vote="soft")
-        out["hard vote"] = config.replace(maps=tuple(available), vote="hard")
+    voted = tuple(m for m in DEFAULT_VOTE_MAPS if m in available)
+    if len(voted) > 1:
+        out["soft vote"] = config.replace(maps=voted, vote="soft")
+        out["hard vote"] = config.replace(maps=voted, vote="hard")
+    if len(available) > len(voted):
+        out["soft vote, all maps"] = config.replace(maps=tuple(available), vote="soft")
     return out
 
 
