@@ -80,6 +80,11 @@ class KdTree {
   // Original index of the point at tree position i, and its coordinates.
   int64_t original(int64_t i) const { return order_[i]; }
   const T* point(int64_t i) const { return coords_.data() + i * D; }
+  // For a caller that keeps its own copies of the per-point arrays (FPS): hands over the
+  // original indices and frees the coordinates. The nodes stay; original() and point() must
+  // not be called afterwards.
+  std::vector<int64_t> take_order() { return std::move(order_); }
+  void release_points() { std::vector<T>().swap(coords_); }
 
   // Lower bound of the distance from q to any point inside the node's box.
   template <int kNorm = 2>

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -36,14 +37,15 @@ class KdFps {
  public:
   KdFps(const T* pts, int64_t n) : tree_(pts, n, kLeafSize) {
     const auto& nodes = tree_.nodes();
+    // The tree's per-point arrays move into ours (peak memory: a 1M-point cloud is ~50 MB).
+    orig_ = tree_.take_order();
     pos_.resize(n);
-    orig_.resize(n);
     for (int j = 0; j < 3; ++j) xyz_[j].resize(n);
     for (int64_t i = 0; i < n; ++i) {
-      orig_[i] = tree_.original(i);
       pos_[orig_[i]] = i;
       for (int j = 0; j < 3; ++j) xyz_[j][i] = tree_.point(i)[j];
     }
+    tree_.release_points();
     mind_.assign(n, std::numeric_limits<T>::infinity());
     max_.resize(nodes.size());
     arg_.resize(nodes.size());
@@ -196,10 +198,14 @@ class SplitFps {
     const int team = static_cast<int>(slots_.size());
     try {
       const int64_t m = (n - t + team - 1) / team;
-      std::vector<T> sub(static_cast<size_t>(m) * 3);
-      for (int64_t i = 0; i < m; ++i)
-        for (int j = 0; j < 3; ++j) sub[i * 3 + j] = pts[(i * team + t) * 3 + j];
-      KdFps<T> tree(sub.data(), m);
+      std::unique_ptr<KdFps<T>> own;
+      {
+        std::vector<T> sub(static_cast<size_t>(m) * 3);
+        for (int64_t i = 0; i < m; ++i)
+          for (int j = 0; j < 3; ++j) sub[i * 3 + j] = pts[(i * team + t) * 3 + j];
+        own = std::make_unique<KdFps<T>>(sub.data(), m);
+      }
+      KdFps<T>& tree = *own;
       int64_t cur = start;
       for (int64_t s = 0; s < k; ++s) {
         if (t == 0) out[s] = cur;
