@@ -58,6 +58,29 @@ def test_single_cloud_split_over_threads(threads):
         m.set_num_threads(old)
 
 
+def test_single_clouds_from_concurrent_python_threads():
+    # Each call runs its own team of threads that wait for one another: calls from several
+    # Python threads at once (more threads than cores) must neither deadlock nor mix results.
+    import threading
+
+    clouds = [torch.rand(1, 20_000, 3) for _ in range(4)]
+    refs = [R.sample_farthest_points(c, K=200)[1] for c in clouds]
+    got = [[] for _ in clouds]
+
+    def work(i):
+        for _ in range(3):
+            got[i].append(m.sample_farthest_points(clouds[i], K=200)[1])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clouds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "FPS calls from concurrent threads hung"
+    for g, r in zip(got, refs):
+        assert len(g) == 3 and all(torch.equal(x, r) for x in g)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_ragged_empty_and_k_tensor(device):
     pts = torch.rand(4, 500, 3, device=device)
