@@ -147,13 +147,12 @@ def _run_eval(args) -> int:
 
 
 def _eval(args) -> int:
-    from ..models.config import Mentor3ADConfig
+    from ..models.config import DEFAULT_VOTE_MAPS, Mentor3ADConfig
     from .pipeline import TrainRun, run_evaluation
     from .report import format_markdown
 
     vote = None
     if args.maps or args.vote:
-        from ..models.config import DEFAULT_VOTE_MAPS
         maps = tuple(args.maps.split(",")) if args.maps else DEFAULT_VOTE_MAPS
         rule = args.vote or ("none" if len(maps) == 1 else "soft")
         vote = Mentor3ADConfig(maps=maps, vote=rule)
