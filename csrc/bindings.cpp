@@ -407,7 +407,12 @@ void bind_metrics(py::module_& m) {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+// The CUDA emulator's build of these same sources (tools/cuda_emu) names its module _C_emu.
+#ifndef M3AD_MODULE_NAME
+#define M3AD_MODULE_NAME _C
+#endif
+
+PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.doc() = "mentor3ad_ext compiled kernels (torch-free; see mentor3ad_ext/ops for the API)";
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("build_info", &build_info);

@@ -6,6 +6,10 @@ tools, the pure-torch references); only the first call into a fast op needs `_C`
 from __future__ import annotations
 
 import functools
+import os
+
+# Test mode: run the CUDA kernels under the host emulator (tools/cuda_emu) on CPU tensors.
+EMULATED_CUDA = os.environ.get("MENTOR3AD_CUDA_EMULATOR") == "1"
 
 BUILD_HINT = (
     "mentor3ad_ext._C (the compiled extension) is not available: {err}\n"
@@ -18,6 +22,15 @@ BUILD_HINT = (
 @functools.lru_cache(maxsize=None)
 def lib():
     """Return the `_C` module, raising an ImportError that says how to build it."""
+    if EMULATED_CUDA:
+        try:
+            from . import _C_emu  # type: ignore[attr-defined]
+        except ImportError as err:
+            raise ImportError(
+                f"MENTOR3AD_CUDA_EMULATOR=1 but mentor3ad_ext._C_emu is not built ({err}): run "
+                "`bash tools/cuda_emu/build.sh`"
+            ) from err
+        return _C_emu
     try:
         from . import _C  # type: ignore[attr-defined]
     except ImportError as err:  # pragma: no cover - exercised in a fresh checkout only

@@ -93,6 +93,20 @@ def test_ragged_empty_and_k_tensor(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_large_ragged_clouds_with_ties_across_chunks(device):
+    # Above 2^15 points CUDA splits each cloud over many blocks: clouds shorter than one block's
+    # chunk, empty clouds, per-cloud K ending at different steps, a start index, and exact ties
+    # (a lattice repeated 3x, so equal farthest distances sit in different chunks).
+    g = torch.stack(torch.meshgrid(*[torch.arange(24.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lattice = torch.cat([g, g, g])[:40_000]
+    pts = torch.stack([lattice, torch.rand(40_000, 3) * 23, lattice.flip(0)]).to(device)
+    lengths = torch.tensor([40_000, 3_000, 0], device=device)
+    K = torch.tensor([25, 40, 5], device=device)
+    _, idx = _check(pts, lengths, K=K, start_idx=torch.tensor([7, 2_999, 0], device=device))
+    assert (idx[2] == -1).all() and (idx[0, 25:] == -1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("D", [1, 2, 5])
 def test_other_dims(device, D):
     _check(torch.randn(3, 300, D, device=device), K=30)

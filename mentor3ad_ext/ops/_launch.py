@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .._ext import lib
+from .._ext import EMULATED_CUDA, lib
 
 # Must match csrc/common/dtype.h.
 DTYPE_TAGS = {torch.float32: 0, torch.float64: 1}
@@ -23,11 +23,20 @@ def dtype_tag(t: torch.Tensor) -> int:
 
 
 def device_args(t: torch.Tensor) -> tuple[int, int]:
-    """(device index, stream) for `_C`: (-1, 0) on CPU, the current torch stream on CUDA."""
+    """(device index, stream) for `_C`: (-1, 0) on CPU, the current torch stream on CUDA.
+
+    Under the CUDA emulator, CPU tensors are handed to the (emulated) CUDA kernels as device 0.
+    """
     if t.device.type == "cuda":
         index = t.device.index if t.device.index is not None else torch.cuda.current_device()
         return index, torch.cuda.current_stream(index).cuda_stream
-    return -1, 0
+    return (0, 0) if EMULATED_CUDA else (-1, 0)
+
+
+def host_kernels(t: torch.Tensor) -> bool:
+    """Whether `t` is served by the CPU kernels (CPU-only fast paths apply); False on CUDA and
+    under the CUDA emulator, where the adapters take their CUDA route."""
+    return t.device.type == "cpu" and not EMULATED_CUDA
 
 
 def workspace(nbytes: int, like: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import _checks as ck
-from ._launch import C, dtype_tag, ptr
+from ._launch import C, dtype_tag, host_kernels, ptr
 from .interpolate import idw_weights
 from .knn import knn_points
 from .weighted_gather import weighted_gather
@@ -155,7 +155,7 @@ def _coalesce(idx: torch.Tensor, w: torch.Tensor, num_sources: int) -> tuple[tor
     merging first makes the feature gather an order of magnitude cheaper. On CUDA the rows are
     gathered as they are (the GPU has the bandwidth; no data-dependent sizes, no host sync).
     """
-    if idx.device.type != "cpu" or idx.shape[-1] <= 1 or idx.numel() == 0:
+    if not host_kernels(idx) or idx.shape[-1] <= 1 or idx.numel() == 0:
         return idx, w
     idx = idx.contiguous()
     U = max(int(_coalesce_count(idx, num_sources).max()), 1)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks as ck
-from ._launch import C, device_args, dtype_tag, ptr
+from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
 from .knn import _knn
 
@@ -49,10 +49,10 @@ def _normals_search(points: torch.Tensor, lengths: torch.Tensor, k: int, radius2
     normals = torch.empty((B, P, 3), dtype=points.dtype)
     curvature = torch.empty((B, P), dtype=points.dtype)
     if normals.numel():
-        dev, stream = device_args(points)
+        # Device -1: this op is served by the CPU kernels only (also under the CUDA emulator).
         C().normals(ptr(points), 0, 0, 0, ptr(lengths), ptr(normals), ptr(curvature), B, P, int(k),
                     float(radius2), bool(orient), float(viewpoint[0]), float(viewpoint[1]),
-                    float(viewpoint[2]), dtype_tag(points), dev, stream)
+                    float(viewpoint[2]), dtype_tag(points), -1, 0)
     return normals, curvature
 
 
@@ -101,7 +101,7 @@ def _radius2(radius: Optional[float]) -> float:
 
 
 def _estimate(points, lengths, k, radius, orient, viewpoint):
-    if points.device.type == "cpu":
+    if host_kernels(points):
         return _normals_search(points.contiguous(), lengths.contiguous(), k, _radius2(radius), orient, viewpoint)
     idx, dists, order = neighbourhoods(points, lengths, k)
     return _normals(points, idx, dists, order, _radius2(radius), orient, viewpoint)

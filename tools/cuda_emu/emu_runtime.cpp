@@ -1,0 +1,456 @@
+// The emulator's scheduler and runtime API (declarations and the model in include/cuda_runtime.h).
+// A block's threads are fibers with their own stacks, switched by emu_switch (x86-64 only). The
+// scheduler resumes the live fibers in a freshly shuffled order on every pass; a fiber runs until
+// it finishes or waits at a barrier. A pass in which no fiber moves is a deadlock: some thread
+// left (or never reached) a barrier or a full-mask warp intrinsic that others wait at.
+#include <cuda_runtime.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fiber switch is written for x86-64"
+#endif
+
+thread_local uint3 threadIdx EMU_TLS;
+thread_local uint3 blockIdx EMU_TLS;
+thread_local dim3 blockDim EMU_TLS;
+thread_local dim3 gridDim EMU_TLS;
+
+extern "C" void emu_switch(void** save_sp, void* to_sp);
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save_sp,
+// and resumes the fiber whose stack pointer is to_sp. The SSE/x87 control words are not
+// switched: nothing in the kernels changes rounding or exception modes.
+asm(R"(
+.text
+.globl emu_switch
+.hidden emu_switch
+.type emu_switch,@function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size emu_switch,.-emu_switch
+)");
+
+namespace emu {
+namespace {
+
+constexpr size_t kStackBytes = size_t{256} << 10;
+constexpr size_t kGuardBytes = 4096;
+constexpr int kMaxThreads = 1024;
+constexpr size_t kMaxDynamicSmem = 48 << 10;
+constexpr size_t kMaxStaticSmem = 48 << 10;
+
+enum class Wait { kNone, kBlock, kWarp };
+
+struct Fiber {
+  void* sp = nullptr;
+  void* asan_fake = nullptr;
+  uint3 tid{};
+  int warp = 0, lane = 0;
+  bool done = false;
+  Wait wait = Wait::kNone;
+};
+
+struct WarpState {
+  int arrived = 0;
+  uint64_t gen = 0;
+  uint64_t slots[2][32];  // double-buffered by generation parity
+};
+
+// Per OS thread (sched()): concurrent launches from several host threads stay apart.
+struct Scheduler {
+  char* stacks = nullptr;  // kMaxThreads stacks, each with a guard page below it
+  std::vector<Fiber> fibers;
+  std::vector<WarpState> warps;
+  std::vector<int> order;
+  std::vector<unsigned char> smem;
+  struct SharedVar {
+    std::string name;
+    size_t offset, bytes;
+  };
+  std::vector<SharedVar> shared_vars;  // this block's static shared variables, in the arena
+  size_t arena_used = 0;
+  alignas(64) unsigned char arena[kMaxStaticSmem];
+  void* sched_sp = nullptr;
+  void* sched_asan_fake = nullptr;
+  const void* host_bottom = nullptr;  // the OS thread's stack, for AddressSanitizer
+  size_t host_size = 0;
+  int cur = -1, live = 0, nthreads = 0, block_arrived = 0;
+  uint64_t block_gen = 0;
+  bool progressed = false;
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  uint64_t rng = 0;
+  std::string error;
+
+  ~Scheduler() {
+    if (stacks) munmap(stacks, (kStackBytes + kGuardBytes) * kMaxThreads);
+  }
+};
+
+// One scheduler per OS thread, created on first use. The pointer is trivially initialised (no
+// TLS wrapper call on access); the owner frees it when the thread exits.
+thread_local Scheduler* tls_sched EMU_TLS = nullptr;
+struct SchedulerOwner {
+  Scheduler* s = nullptr;
+  ~SchedulerOwner() { delete s; }
+};
+thread_local SchedulerOwner tls_owner;
+thread_local cudaError_t last_error EMU_TLS = cudaSuccess;
+thread_local int current_device EMU_TLS = 0;
+
+Scheduler& sched() {
+  if (Scheduler* s = tls_sched) return *s;
+  tls_owner.s = tls_sched = new Scheduler;
+  return *tls_sched;
+}
+
+uint64_t next_random(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+uint64_t seed_from_env() {
+  const char* e = std::getenv("MENTOR3AD_EMU_SEED");
+  const uint64_t s = e ? std::strtoull(e, nullptr, 10) : 1;
+  return s ? s * 0x9E3779B97F4A7C15ull : 0x9E3779B97F4A7C15ull;
+}
+
+// Uniform in [0, n) by multiply-shift: the scheduler reshuffles every pass, and a 64-bit modulo
+// per fiber was most of an emulated warp reduction's cost.
+uint32_t below(uint64_t& rng, uint32_t n) {
+  return static_cast<uint32_t>(((next_random(rng) >> 32) * n) >> 32);
+}
+
+void shuffle(std::vector<int>& v, uint64_t& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[below(rng, static_cast<uint32_t>(i))]);
+}
+
+// AddressSanitizer must be told about every stack switch (no-ops in other builds).
+#if defined(__SANITIZE_ADDRESS__)
+void asan_enter(void** save, const void* bottom, size_t size) { __sanitizer_start_switch_fiber(save, bottom, size); }
+void asan_entered(void* save, const void** bottom, size_t* size) { __sanitizer_finish_switch_fiber(save, bottom, size); }
+#else
+void asan_enter(void**, const void*, size_t) {}
+void asan_entered(void*, const void**, size_t*) {}
+#endif
+
+char* stack_bottom(int t) { return sched().stacks + (kStackBytes + kGuardBytes) * t + kGuardBytes; }
+
+// Fiber -> scheduler. `finished`: this fiber's stack is dead and never resumed.
+void to_scheduler(Fiber& f, bool finished) {
+  asan_enter(finished ? nullptr : &f.asan_fake, sched().host_bottom, sched().host_size);
+  emu_switch(&f.sp, sched().sched_sp);
+  asan_entered(f.asan_fake, &sched().host_bottom, &sched().host_size);
+}
+
+[[noreturn]] void fiber_entry() {
+  asan_entered(nullptr, &sched().host_bottom, &sched().host_size);
+  sched().body(sched().ctx);
+  Fiber& f = sched().fibers[sched().cur];
+  f.done = true;
+  --sched().live;
+  sched().progressed = true;
+  to_scheduler(f, true);
+  std::abort();  // a finished fiber is never resumed
+}
+
+void* fresh_stack(int t) {
+  char* top = stack_bottom(t) + kStackBytes;
+  auto* sp = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t{15});
+  *--sp = 0;  // return address of fiber_entry, which never returns
+  *--sp = reinterpret_cast<uint64_t>(&fiber_entry);
+  for (int r = 0; r < 6; ++r) *--sp = 0;  // rbp, rbx, r12-r15
+  return sp;
+}
+
+void ensure_stacks() {
+  if (sched().stacks) return;
+  const size_t per = kStackBytes + kGuardBytes;
+  void* m = mmap(nullptr, per * kMaxThreads, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) throw std::runtime_error("cuda emulator: cannot map fiber stacks");
+  sched().stacks = static_cast<char*>(m);
+  for (int t = 0; t < kMaxThreads; ++t) mprotect(sched().stacks + per * t, kGuardBytes, PROT_NONE);
+}
+
+// Back to the scheduler; returns when this fiber is resumed.
+void yield() { to_scheduler(sched().fibers[sched().cur], false); }
+
+void fail(const std::string& what) {
+  if (sched().error.empty()) sched().error = what;
+}
+
+std::string describe_waits() {
+  int block = 0, warp = 0, done = 0;
+  for (const Fiber& f : sched().fibers) {
+    if (f.done) ++done;
+    else if (f.wait == Wait::kBlock) ++block;
+    else if (f.wait == Wait::kWarp) ++warp;
+  }
+  return std::to_string(block) + " threads wait at __syncthreads, " + std::to_string(warp) +
+         " at a warp intrinsic, " + std::to_string(done) + " have exited";
+}
+
+bool run_block(const char* name) {
+  sched().shared_vars.clear();
+  sched().arena_used = 0;
+  sched().live = sched().nthreads;
+  sched().block_arrived = 0;
+  for (int t = 0; t < sched().nthreads; ++t) {
+    Fiber& f = sched().fibers[t];
+    f.sp = fresh_stack(t);
+    f.done = false;
+    f.wait = Wait::kNone;
+  }
+  for (WarpState& w : sched().warps) w.arrived = 0;
+  while (sched().live > 0) {
+    sched().progressed = false;
+    shuffle(sched().order, sched().rng);
+    for (int t : sched().order) {
+      Fiber& f = sched().fibers[t];
+      if (f.done) continue;
+      sched().cur = t;
+      threadIdx = f.tid;
+      asan_enter(&sched().sched_asan_fake, stack_bottom(t), kStackBytes);
+      emu_switch(&sched().sched_sp, f.sp);
+      asan_entered(sched().sched_asan_fake, nullptr, nullptr);
+    }
+    if (!sched().error.empty()) break;
+    if (!sched().progressed) {
+      fail(std::string("deadlock in kernel ") + name + ": " + describe_waits());
+      break;
+    }
+  }
+  sched().cur = -1;
+  if (sched().error.empty()) return true;
+  std::fprintf(stderr, "cuda emulator: %s (block %u,%u,%u)\n", sched().error.c_str(), blockIdx.x, blockIdx.y, blockIdx.z);
+  return false;
+}
+
+std::string geometry_error(dim3 g, dim3 b, size_t smem) {
+  const uint64_t threads = uint64_t{b.x} * b.y * b.z;
+  if (threads == 0 || threads > kMaxThreads || b.x > 1024 || b.y > 1024 || b.z > 64)
+    return "invalid block " + std::to_string(b.x) + "x" + std::to_string(b.y) + "x" + std::to_string(b.z);
+  if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
+    return "invalid grid " + std::to_string(g.x) + "x" + std::to_string(g.y) + "x" + std::to_string(g.z);
+  if (smem > kMaxDynamicSmem) return "dynamic shared memory " + std::to_string(smem) + " > 48 KiB";
+  return "";
+}
+
+// MENTOR3AD_EMU_TRACE=FILE appends one line per launch (kernel, grid, block): which kernels and
+// which of their paths the tests reach.
+void trace(const char* name, dim3 g, dim3 b) {
+  static const char* path = std::getenv("MENTOR3AD_EMU_TRACE");
+  if (!path) return;
+  if (FILE* f = std::fopen(path, "a")) {
+    std::fprintf(f, "%s\t%u,%u,%u\t%u,%u,%u\n", name, g.x, g.y, g.z, b.x, b.y, b.z);
+    std::fclose(f);
+  }
+}
+
+}  // namespace
+
+void run_grid(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx) {
+  if (sched().cur >= 0) throw std::logic_error("cuda emulator: kernel launched from device code");
+  trace(name, grid, block);
+  const std::string geo = geometry_error(grid, block, smem);
+  if (!geo.empty()) {
+    std::fprintf(stderr, "cuda emulator: launch of %s: %s\n", name, geo.c_str());
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  ensure_stacks();
+  if (!sched().rng) sched().rng = seed_from_env();
+  sched().nthreads = static_cast<int>(block.x * block.y * block.z);
+  sched().fibers.assign(sched().nthreads, Fiber{});
+  sched().warps.assign((sched().nthreads + 31) / 32, WarpState{});
+  sched().order.resize(sched().nthreads);
+  for (int t = 0; t < sched().nthreads; ++t) {
+    Fiber& f = sched().fibers[t];
+    f.tid = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    f.warp = t / 32;
+    f.lane = t % 32;
+    sched().order[t] = t;
+  }
+  sched().smem.assign(smem ? smem : 1, 0xA5);  // garbage, as uninitialised shared memory is
+  sched().body = body;
+  sched().ctx = ctx;
+  sched().error.clear();
+  blockDim = block;
+  gridDim = grid;
+  // Blocks in a shuffled order too: kernels must not assume one.
+  const uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
+  std::vector<uint64_t> blocks(nblocks);
+  for (uint64_t i = 0; i < nblocks; ++i) blocks[i] = i;
+  for (uint64_t i = nblocks; i > 1; --i) std::swap(blocks[i - 1], blocks[next_random(sched().rng) % i]);
+  for (uint64_t i : blocks) {
+    blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
+                     static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
+    std::fill(sched().smem.begin(), sched().smem.end(), 0xA5);
+    if (!run_block(name)) {
+      last_error = cudaErrorLaunchFailure;
+      return;
+    }
+  }
+}
+
+void* dynamic_smem() { return sched().smem.data(); }
+
+void* shared_alloc(const char* name, size_t bytes, size_t align) {
+  Scheduler& s = sched();
+  for (const Scheduler::SharedVar& v : s.shared_vars)
+    if (v.name == name) return s.arena + v.offset;
+  const size_t offset = (s.arena_used + align - 1) / align * align;
+  if (offset + bytes > kMaxStaticSmem) {  // nvcc rejects this at compile time; so do we, at once
+    std::fprintf(stderr, "cuda emulator: static shared memory over 48 KiB at __shared__ %s\n", name);
+    std::abort();
+  }
+  s.shared_vars.push_back({name, offset, bytes});
+  s.arena_used = offset + bytes;
+  std::memset(s.arena + offset, 0xA5, bytes);  // garbage, as uninitialised shared memory is
+  return s.arena + offset;
+}
+
+int lane_id() { return sched().fibers[sched().cur].lane; }
+
+void block_barrier() {
+  Fiber& f = sched().fibers[sched().cur];
+  sched().progressed = true;
+  if (++sched().block_arrived == sched().nthreads) {
+    sched().block_arrived = 0;
+    ++sched().block_gen;
+    return;
+  }
+  const uint64_t gen = sched().block_gen;
+  f.wait = Wait::kBlock;
+  while (sched().block_gen == gen) {
+    yield();  // after a failure the scheduler abandons the block and never comes back
+  }
+  f.wait = Wait::kNone;
+}
+
+namespace {
+
+// Deposits `value` for this lane and waits until all 32 lanes of the warp have; returns the
+// buffer the deposits went to (valid until the warp's next-but-one exchange).
+const uint64_t* warp_arrive(unsigned mask, uint64_t value, const char* what) {
+  Fiber& f = sched().fibers[sched().cur];
+  if (mask != 0xffffffffu) fail(std::string(what) + ": only full-warp masks are emulated");
+  if ((f.warp + 1) * 32 > sched().nthreads)
+    fail(std::string(what) + " with a full mask in a partial warp (block of " + std::to_string(sched().nthreads) + " threads)");
+  WarpState& w = sched().warps[f.warp];
+  const uint64_t gen = w.gen;
+  uint64_t* slots = w.slots[gen & 1];
+  slots[f.lane] = value;
+  sched().progressed = true;
+  if (++w.arrived == 32) {
+    w.arrived = 0;
+    ++w.gen;
+    return slots;
+  }
+  f.wait = Wait::kWarp;
+  while (w.gen == gen) {
+    yield();
+  }
+  f.wait = Wait::kNone;
+  return slots;
+}
+
+}  // namespace
+
+uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* what) {
+  return warp_arrive(mask, value, what)[src_lane];
+}
+
+unsigned warp_ballot(unsigned mask, bool pred) {
+  const uint64_t* slots = warp_arrive(mask, pred ? 1 : 0, "__ballot_sync");
+  unsigned bits = 0;
+  for (int l = 0; l < 32; ++l)
+    if (slots[l]) bits |= 1u << l;
+  return bits;
+}
+
+unsigned warp_match(unsigned mask, uint64_t value) {
+  const uint64_t* slots = warp_arrive(mask, value, "__match_any_sync");
+  unsigned peers = 0;
+  for (int l = 0; l < 32; ++l)
+    if (slots[l] == value) peers |= 1u << l;
+  return peers;
+}
+
+}  // namespace emu
+
+void __threadfence() {}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = emu::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return emu::last_error = cudaErrorInvalidDevice;
+  emu::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return emu::last_error; }
+
+const char* cudaGetErrorString(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (emulated)";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
+    case cudaErrorLaunchFailure: return "unspecified launch failure (emulated: see stderr)";
+  }
+  return "unknown error (emulated)";
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
+  if (bytes) std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::last_error; }
+cudaError_t cudaDeviceSynchronize() { return emu::last_error; }
