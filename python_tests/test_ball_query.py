@@ -30,6 +30,19 @@ def test_matches_reference(device, dtype, D, K, radius):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("K", [1, 5, 31, 33, 200])
+def test_few_queries_over_large_ragged_clouds(device, K):
+    # CUDA serves few queries over clouds of >= 256 points one warp per query, 32 points at a
+    # time: K reached in the middle of a chunk, clouds shorter than a chunk, empty ones.
+    p1 = torch.rand(3, 40, 3, device=device)
+    p2 = torch.rand(3, 1000, 3, device=device)
+    l1 = torch.tensor([40, 40, 0], device=device)
+    l2 = torch.tensor([1000, 19, 1000], device=device)
+    got = _check(p1, p2, l1, l2, K=K, radius=0.35)
+    assert (got.idx[2] == -1).all() and (got.idx[1, :, 19:] == -1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_first_k_in_index_order_and_padding(device):
     p2 = torch.tensor([[[0.0, 0, 0], [5, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [0.05, 0, 0]]], device=device)
     p1 = torch.zeros(1, 1, 3, device=device)

@@ -1,5 +1,9 @@
-// CUDA ball query: one thread per query, index-order scan with early exit after K hits
-// (pytorch3d's algorithm); same arithmetic as the CPU path.
+// CUDA ball query: the first K points within the radius, in index order, with early exit after
+// K hits (pytorch3d's contract); same arithmetic as the CPU path. Thread path: one thread per
+// query (pytorch3d's algorithm). Warp path, for few queries over large clouds: one warp per
+// query tests 32 consecutive points at a time; a ballot orders the hits, so they are written
+// in index order without per-lane lists, and the warp stops after the 32-point chunk in which
+// the count reaches K.
 #include <cuda_runtime.h>
 
 #include "ball_query/ball_query.h"
@@ -10,6 +14,10 @@ namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
+// Same rule as knn_cuda.cu: below this many queries one thread per query leaves most of a GPU
+// idle; clouds below kWarpPathMinPoints are too short for 32 lanes.
+constexpr int64_t kWarpPathMaxQueries = int64_t{1} << 16;
+constexpr int64_t kWarpPathMinPoints = 256;
 
 template <typename T, int kDim>
 __global__ void ball_query_kernel(BallQueryParams p, T r2) {
@@ -38,17 +46,61 @@ __global__ void ball_query_kernel(BallQueryParams p, T r2) {
   }
 }
 
+template <typename T, int kDim>
+__global__ void ball_query_warp(BallQueryParams p, T r2) {
+  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (w >= p.B * p.P1) return;  // whole warps leave together (blockDim is a multiple of 32)
+  const int64_t b = w / p.P1, q = w % p.P1;
+  T* dists = static_cast<T*>(p.dists) + w * p.K;
+  int64_t* idx = p.idx + w * p.K;
+  int64_t count = 0;  // the same in every lane
+  if (q < clamp_len(p.lengths1, b, p.P1)) {
+    const T* query = static_cast<const T*>(p.p1) + w * p.D;
+    const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
+    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+    const unsigned below = (1u << lane) - 1u;
+    for (int64_t base = 0; base < n2 && count < p.K; base += 32) {
+      const int64_t j = base + lane;
+      T d = 0;
+      bool hit = false;
+      if (j < n2) {
+        d = point_dist<T, kDim>(cloud + j * p.D, query, p.D, 2);
+        hit = d < r2;
+      }
+      const unsigned hits = __ballot_sync(0xffffffffu, hit);
+      const int64_t slot = count + __popc(hits & below);
+      if (hit && slot < p.K) {
+        dists[slot] = d;
+        idx[slot] = j;
+      }
+      count += __popc(hits);
+    }
+  }
+  for (int64_t s = (count < p.K ? count : p.K) + lane; s < p.K; s += 32) {
+    dists[s] = 0;
+    idx[s] = -1;
+  }
+}
+
 }  // namespace
 
 void ball_query_cuda(const BallQueryParams& p, const Device& dev) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
   DeviceGuard guard(dev.index);
-  const unsigned grid = blocks_for(p.B * p.P1, kThreads, 1LL << 31);
+  const int64_t queries = p.B * p.P1;
+  const bool warp_path = queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints;
+  const unsigned grid = blocks_for(warp_path ? queries * 32 : queries, kThreads, (1LL << 31) - 1);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T r2 = static_cast<T>(p.radius2);
-    if (p.D == 3) ball_query_kernel<T, 3><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
-    else ball_query_kernel<T, 0><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
+    if (warp_path) {
+      if (p.D == 3) ball_query_warp<T, 3><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
+      else ball_query_warp<T, 0><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
+    } else {
+      if (p.D == 3) ball_query_kernel<T, 3><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
+      else ball_query_kernel<T, 0><<<grid, kThreads, 0, as_stream(dev)>>>(p, r2);
+    }
     return 0;
   });
   M3AD_CHECK_LAUNCH("ball_query");
