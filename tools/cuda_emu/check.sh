@@ -17,6 +17,8 @@ from mentor3ad_ext.ops._launch import device_args
 assert mentor3ad_ext.build_info()['cuda_archs'] == 'emulated', mentor3ad_ext.build_info()
 assert device_args(torch.zeros(1)) == (0, 0)
 "
+# Every kernel once against the CPU kernels of the same build (the TSan smoke run, untimed here).
+MENTOR3AD_CUDA_EMULATOR=1 python tools/cuda_emu/tsan_smoke.py
 MENTOR3AD_CUDA_EMULATOR=1 python -m pytest -q -p no:cacheprovider \
   python_tests/test_fps.py python_tests/test_knn.py python_tests/test_ball_query.py \
   python_tests/test_normals.py python_tests/test_fpfh.py python_tests/test_scatter.py \

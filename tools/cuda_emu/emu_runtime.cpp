@@ -16,6 +16,9 @@
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if defined(M3AD_EMU_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 #if !defined(__x86_64__)
 #error "the CUDA emulator's fiber switch is written for x86-64"
@@ -62,12 +65,14 @@ constexpr size_t kGuardBytes = 4096;
 constexpr int kMaxThreads = 1024;
 constexpr size_t kMaxDynamicSmem = 48 << 10;
 constexpr size_t kMaxStaticSmem = 48 << 10;
+constexpr size_t kBlockMemory = kMaxStaticSmem + kMaxDynamicSmem + 4096;
 
 enum class Wait { kNone, kBlock, kWarp };
 
 struct Fiber {
   void* sp = nullptr;
   void* asan_fake = nullptr;
+  void* tsan = nullptr;
   uint3 tid{};
   int warp = 0, lane = 0;
   bool done = false;
@@ -86,14 +91,24 @@ struct Scheduler {
   std::vector<Fiber> fibers;
   std::vector<WarpState> warps;
   std::vector<int> order;
-  std::vector<unsigned char> smem;
+  unsigned char* block_memory = nullptr;  // [static shared arena | dynamic shared memory]
+  // This block's static shared variables, in the arena. Fixed storage and a hand-written name
+  // comparison: under TSan, the intercepted malloc/memcmp would be taken for CUDA threads' accesses.
   struct SharedVar {
-    std::string name;
-    size_t offset, bytes;
+    const char* name;
+    size_t offset;
   };
-  std::vector<SharedVar> shared_vars;  // this block's static shared variables, in the arena
+  SharedVar shared_vars[64];
+  int n_shared_vars = 0;
   size_t arena_used = 0;
-  alignas(64) unsigned char arena[kMaxStaticSmem];
+  unsigned char* arena = nullptr;
+  unsigned char* smem = nullptr;
+  size_t smem_bytes = 0;
+  void* host_tsan = nullptr;
+  char launch_token = 0, grid_done_token = 0;  // ThreadSanitizer sync objects of the launch
+  // The block's: __syncthreads at [0], warp w at [1 + w]; in block memory, so they are fresh per
+  // block under TSan (edges between blocks of one launch would hide races between them).
+  char* block_tokens = nullptr;
   void* sched_sp = nullptr;
   void* sched_asan_fake = nullptr;
   const void* host_bottom = nullptr;  // the OS thread's stack, for AddressSanitizer
@@ -108,6 +123,7 @@ struct Scheduler {
 
   ~Scheduler() {
     if (stacks) munmap(stacks, (kStackBytes + kGuardBytes) * kMaxThreads);
+    if (block_memory) munmap(block_memory, kBlockMemory);
   }
 };
 
@@ -160,10 +176,33 @@ void asan_enter(void**, const void*, size_t) {}
 void asan_entered(void*, const void**, size_t*) {}
 #endif
 
+// ThreadSanitizer (M3AD_EMU_TSAN, kernels built with -fsanitize=thread, this file not): every
+// CUDA thread is a TSan fiber, switched without implied synchronisation, so the only
+// happens-before edges TSan sees are CUDA's: launch start and end, __syncthreads, warp
+// intrinsics and atomics. Two threads of a launch touching the same byte otherwise is a race.
+#if defined(M3AD_EMU_TSAN)
+void* tsan_new_fiber() { return __tsan_create_fiber(0); }
+void tsan_free_fiber(void* f) { __tsan_destroy_fiber(f); }
+void tsan_switch(void* f) { __tsan_switch_to_fiber(f, __tsan_switch_to_fiber_no_sync); }
+void* tsan_current() { return __tsan_get_current_fiber(); }
+void tsan_release(void* a) { __tsan_release(a); }
+void tsan_acquire(void* a) { __tsan_acquire(a); }
+constexpr bool kTsan = true;
+#else
+void* tsan_new_fiber() { return nullptr; }
+void tsan_free_fiber(void*) {}
+void tsan_switch(void*) {}
+void* tsan_current() { return nullptr; }
+void tsan_release(void*) {}
+void tsan_acquire(void*) {}
+constexpr bool kTsan = false;
+#endif
+
 char* stack_bottom(int t) { return sched().stacks + (kStackBytes + kGuardBytes) * t + kGuardBytes; }
 
 // Fiber -> scheduler. `finished`: this fiber's stack is dead and never resumed.
 void to_scheduler(Fiber& f, bool finished) {
+  tsan_switch(sched().host_tsan);
   asan_enter(finished ? nullptr : &f.asan_fake, sched().host_bottom, sched().host_size);
   emu_switch(&f.sp, sched().sched_sp);
   asan_entered(f.asan_fake, &sched().host_bottom, &sched().host_size);
@@ -171,7 +210,9 @@ void to_scheduler(Fiber& f, bool finished) {
 
 [[noreturn]] void fiber_entry() {
   asan_entered(nullptr, &sched().host_bottom, &sched().host_size);
+  tsan_acquire(&sched().launch_token);
   sched().body(sched().ctx);
+  tsan_release(&sched().grid_done_token);
   Fiber& f = sched().fibers[sched().cur];
   f.done = true;
   --sched().live;
@@ -189,13 +230,35 @@ void* fresh_stack(int t) {
   return sp;
 }
 
-void ensure_stacks() {
-  if (sched().stacks) return;
+void* map_anonymous(void* at, size_t bytes) {
+  void* m = mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (at ? MAP_FIXED : 0), -1, 0);
+  if (m == MAP_FAILED) throw std::runtime_error("cuda emulator: cannot map fiber stacks or shared memory");
+  return m;
+}
+
+void ensure_memory() {
+  Scheduler& s = sched();
+  if (s.stacks) return;
   const size_t per = kStackBytes + kGuardBytes;
-  void* m = mmap(nullptr, per * kMaxThreads, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (m == MAP_FAILED) throw std::runtime_error("cuda emulator: cannot map fiber stacks");
-  sched().stacks = static_cast<char*>(m);
-  for (int t = 0; t < kMaxThreads; ++t) mprotect(sched().stacks + per * t, kGuardBytes, PROT_NONE);
+  s.stacks = static_cast<char*>(map_anonymous(nullptr, per * kMaxThreads));
+  if (!kTsan)  // under TSan the stacks are remapped per block (below), guards would be lost anyway
+    for (int t = 0; t < kMaxThreads; ++t) mprotect(s.stacks + per * t, kGuardBytes, PROT_NONE);
+  s.block_memory = static_cast<unsigned char*>(map_anonymous(nullptr, kBlockMemory));
+  s.arena = s.block_memory;
+  s.smem = s.block_memory + kMaxStaticSmem;
+  s.block_tokens = reinterpret_cast<char*>(s.smem + kMaxDynamicSmem);
+}
+
+// Under TSan every block gets fresh stacks and shared memory: remapping resets TSan's shadow, so
+// the previous block's accesses to the same addresses (other memory in CUDA) are not races.
+void fresh_block_memory(int nthreads) {
+  if (!kTsan) return;
+  Scheduler& s = sched();
+  // Only the top of each stack: kernels use a few KiB, and remapping whole stacks (and
+  // resetting their shadow) made every block cost milliseconds.
+  constexpr size_t kUsedStack = 32 << 10;
+  for (int t = 0; t < nthreads; ++t) map_anonymous(stack_bottom(t) + kStackBytes - kUsedStack, kUsedStack);
+  map_anonymous(s.block_memory, kBlockMemory);
 }
 
 // Back to the scheduler; returns when this fiber is resumed.
@@ -217,7 +280,10 @@ std::string describe_waits() {
 }
 
 bool run_block(const char* name) {
-  sched().shared_vars.clear();
+  fresh_block_memory(sched().nthreads);
+  std::memset(sched().smem, 0xA5, sched().smem_bytes);  // garbage, as uninitialised shared memory is
+  tsan_release(&sched().launch_token);  // after the host's last write before the block runs
+  sched().n_shared_vars = 0;
   sched().arena_used = 0;
   sched().live = sched().nthreads;
   sched().block_arrived = 0;
@@ -226,6 +292,7 @@ bool run_block(const char* name) {
     f.sp = fresh_stack(t);
     f.done = false;
     f.wait = Wait::kNone;
+    f.tsan = tsan_new_fiber();
   }
   for (WarpState& w : sched().warps) w.arrived = 0;
   while (sched().live > 0) {
@@ -237,6 +304,7 @@ bool run_block(const char* name) {
       sched().cur = t;
       threadIdx = f.tid;
       asan_enter(&sched().sched_asan_fake, stack_bottom(t), kStackBytes);
+      tsan_switch(f.tsan);
       emu_switch(&sched().sched_sp, f.sp);
       asan_entered(sched().sched_asan_fake, nullptr, nullptr);
     }
@@ -247,6 +315,7 @@ bool run_block(const char* name) {
     }
   }
   sched().cur = -1;
+  for (Fiber& f : sched().fibers) tsan_free_fiber(f.tsan);
   if (sched().error.empty()) return true;
   std::fprintf(stderr, "cuda emulator: %s (block %u,%u,%u)\n", sched().error.c_str(), blockIdx.x, blockIdx.y, blockIdx.z);
   return false;
@@ -284,7 +353,7 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  ensure_stacks();
+  ensure_memory();
   if (!sched().rng) sched().rng = seed_from_env();
   sched().nthreads = static_cast<int>(block.x * block.y * block.z);
   sched().fibers.assign(sched().nthreads, Fiber{});
@@ -297,12 +366,14 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)
     f.lane = t % 32;
     sched().order[t] = t;
   }
-  sched().smem.assign(smem ? smem : 1, 0xA5);  // garbage, as uninitialised shared memory is
+  sched().host_tsan = tsan_current();
+  sched().smem_bytes = smem;
   sched().body = body;
   sched().ctx = ctx;
   sched().error.clear();
   blockDim = block;
   gridDim = grid;
+
   // Blocks in a shuffled order too: kernels must not assume one.
   const uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
   std::vector<uint64_t> blocks(nblocks);
@@ -311,28 +382,37 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)
   for (uint64_t i : blocks) {
     blockIdx = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
                      static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
-    std::fill(sched().smem.begin(), sched().smem.end(), 0xA5);
     if (!run_block(name)) {
       last_error = cudaErrorLaunchFailure;
       return;
     }
   }
+  tsan_acquire(&sched().grid_done_token);
 }
 
-void* dynamic_smem() { return sched().smem.data(); }
+void* dynamic_smem() { return sched().smem; }
+
+namespace {
+bool same_name(const char* a, const char* b) {
+  while (*a && *a == *b) ++a, ++b;
+  return *a == *b;
+}
+}  // namespace
 
 void* shared_alloc(const char* name, size_t bytes, size_t align) {
   Scheduler& s = sched();
-  for (const Scheduler::SharedVar& v : s.shared_vars)
-    if (v.name == name) return s.arena + v.offset;
+  for (int i = 0; i < s.n_shared_vars; ++i)
+    if (same_name(s.shared_vars[i].name, name)) return s.arena + s.shared_vars[i].offset;
   const size_t offset = (s.arena_used + align - 1) / align * align;
-  if (offset + bytes > kMaxStaticSmem) {  // nvcc rejects this at compile time; so do we, at once
-    std::fprintf(stderr, "cuda emulator: static shared memory over 48 KiB at __shared__ %s\n", name);
+  if (offset + bytes > kMaxStaticSmem || s.n_shared_vars == 64) {  // nvcc would reject it; so do we
+    std::fprintf(stderr, "cuda emulator: static shared memory over 48 KiB or 64 variables at __shared__ %s\n", name);
     std::abort();
   }
-  s.shared_vars.push_back({name, offset, bytes});
+  s.shared_vars[s.n_shared_vars++] = {name, offset};
   s.arena_used = offset + bytes;
-  std::memset(s.arena + offset, 0xA5, bytes);  // garbage, as uninitialised shared memory is
+  // Garbage, as uninitialised shared memory is. Not under TSan: the arena is freshly mapped
+  // there, and TSan would take this fill for the allocating thread's write.
+  if (!kTsan) std::memset(s.arena + offset, 0xA5, bytes);
   return s.arena + offset;
 }
 
@@ -341,17 +421,19 @@ int lane_id() { return sched().fibers[sched().cur].lane; }
 void block_barrier() {
   Fiber& f = sched().fibers[sched().cur];
   sched().progressed = true;
+  tsan_release(sched().block_tokens);
   if (++sched().block_arrived == sched().nthreads) {
     sched().block_arrived = 0;
     ++sched().block_gen;
-    return;
+  } else {
+    const uint64_t gen = sched().block_gen;
+    f.wait = Wait::kBlock;
+    while (sched().block_gen == gen) {
+      yield();  // after a failure the scheduler abandons the block and never comes back
+    }
+    f.wait = Wait::kNone;
   }
-  const uint64_t gen = sched().block_gen;
-  f.wait = Wait::kBlock;
-  while (sched().block_gen == gen) {
-    yield();  // after a failure the scheduler abandons the block and never comes back
-  }
-  f.wait = Wait::kNone;
+  tsan_acquire(sched().block_tokens);
 }
 
 namespace {
@@ -368,16 +450,19 @@ const uint64_t* warp_arrive(unsigned mask, uint64_t value, const char* what) {
   uint64_t* slots = w.slots[gen & 1];
   slots[f.lane] = value;
   sched().progressed = true;
+  char* token = sched().block_tokens + 1 + f.warp;
+  tsan_release(token);
   if (++w.arrived == 32) {
     w.arrived = 0;
     ++w.gen;
-    return slots;
+  } else {
+    f.wait = Wait::kWarp;
+    while (w.gen == gen) {
+      yield();
+    }
+    f.wait = Wait::kNone;
   }
-  f.wait = Wait::kWarp;
-  while (w.gen == gen) {
-    yield();
-  }
-  f.wait = Wait::kNone;
+  tsan_acquire(token);
   return slots;
 }
 

@@ -174,35 +174,37 @@ inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
 inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int __clz(int v) { return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v)); }
 
-// Atomics: all threads of a launch run on one OS thread, so plain read-modify-write is atomic.
+// Atomics: compiler atomics (sequentially consistent), so that the ThreadSanitizer build sees
+// them as synchronisation; all threads of a launch share one OS thread, so they never contend.
 // The operand converts to the pointee type, as with CUDA's overloads (atomicAdd(unsigned*, 1)).
+namespace emu {
+template <typename T, typename F>
+inline T atomic_update(T* a, F next) {
+  T old;
+  __atomic_load(a, &old, __ATOMIC_SEQ_CST);
+  T desired = next(old);
+  while (!__atomic_compare_exchange(a, &old, &desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) desired = next(old);
+  return old;
+}
+}  // namespace emu
+
 template <typename T, typename U>
 inline T atomicAdd(T* a, U v) {
-  const T old = *a;
-  *a = old + static_cast<T>(v);
-  return old;
+  return emu::atomic_update(a, [&](T old) { return static_cast<T>(old + static_cast<T>(v)); });
 }
 template <typename T, typename U>
 inline T atomicMin(T* a, U v) {
-  const T old = *a;
-  if (static_cast<T>(v) < old) *a = static_cast<T>(v);
-  return old;
+  return emu::atomic_update(a, [&](T old) { return static_cast<T>(v) < old ? static_cast<T>(v) : old; });
 }
 template <typename T, typename U>
 inline T atomicMax(T* a, U v) {
-  const T old = *a;
-  if (old < static_cast<T>(v)) *a = static_cast<T>(v);
-  return old;
+  return emu::atomic_update(a, [&](T old) { return old < static_cast<T>(v) ? static_cast<T>(v) : old; });
 }
 template <typename T, typename U>
 inline T atomicExch(T* a, U v) {
-  const T old = *a;
-  *a = static_cast<T>(v);
-  return old;
+  return emu::atomic_update(a, [&](T) { return static_cast<T>(v); });
 }
 template <typename T, typename U, typename V>
 inline T atomicCAS(T* a, U cmp, V v) {
-  const T old = *a;
-  if (old == static_cast<T>(cmp)) *a = static_cast<T>(v);
-  return old;
+  return emu::atomic_update(a, [&](T old) { return old == static_cast<T>(cmp) ? static_cast<T>(v) : old; });
 }
