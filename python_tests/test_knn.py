@@ -59,8 +59,9 @@ def test_ties_lower_index_first(device):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("norm", [1, 2])
 def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
-    # CUDA serves few queries over clouds of >= 256 points one warp per query (strided lanes,
-    # then a (distance, index) merge): ragged clouds shorter than a warp's stride, empty ones,
+    # CUDA serves few queries over clouds of >= 256 points one warp per query (K <= 32: strided
+    # lanes, then a (distance, index) merge; larger K: 32-point chunks inserted into one list):
+    # ragged clouds shorter than a warp's stride, empty ones,
     # exact ties between lanes (a lattice repeated 4x), signed zeros (L1 distances of -0.0).
     g = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     lattice = torch.cat([g, g, g, g])[:800]
@@ -70,7 +71,7 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
     p1 = torch.cat([lattice[:40] + 0.5, -torch.zeros(10, 3)])[None].expand(4, -1, -1).to(device, dtype)
     l1 = torch.tensor([50, 50, 0, 50], device=device)
     l2 = torch.tensor([800, 20, 800, 333], device=device)
-    for K in (1, 5, 32):
+    for K in (1, 5, 32, 33, 100):  # registers up to 32, the output arrays beyond
         got = _check(p1, p2, l1, l2, K=K, norm=norm)
         assert (got.idx[1, :, 20:] == -1).all() and (got.idx[2] == -1).all()
 

@@ -5,7 +5,9 @@
 // Q x P2 matrix exists. Warp path, for few queries over large clouds (where one thread per
 // query would leave most of the GPU idle): one warp per query, each lane scans every 32nd point
 // into its own register top-K, then K rounds of a warp-wide (distance, index) minimum pop the
-// lanes' heads in order.
+// lanes' heads in order. 32 < K <= 256: the top-K lives in the output arrays; the warp tests 32
+// consecutive points at a time and inserts the chunk's candidates in index order, each insertion
+// spread over the lanes (position by a warp-wide count, then a shift from the top down).
 // Scanning in index order and inserting only strictly smaller distances yields ascending
 // (distance, index) order, identical to the CPU tree search; a lane's strided scan keeps that
 // order within the lane, and the lexicographic merge keeps it across lanes.
@@ -24,6 +26,9 @@ constexpr int kThreads = 128;
 // scans >= 8 points, enough to pay for the K-round merge).
 constexpr int64_t kWarpPathMaxQueries = int64_t{1} << 16;
 constexpr int64_t kWarpPathMinPoints = 256;
+// Large-K warp path up to this K: each insertion shifts up to K/32 entries per lane, so beyond a
+// few hundred the list maintenance dominates (a full sort would be the better tool there).
+constexpr int64_t kWarpListMaxK = 256;
 
 template <typename T, int KB>
 __device__ __forceinline__ void init_top(T (&dk)[KB], int64_t (&ik)[KB]) {
@@ -188,6 +193,58 @@ __global__ void knn_global(KnnParams p) {
 }
 
 template <typename T, int kDim>
+__global__ void knn_warp_large_k(KnnParams p) {
+  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (w >= p.B * p.P1) return;  // whole warps leave together (blockDim is a multiple of 32)
+  const int64_t b = w / p.P1, q = w % p.P1;
+  T* dk = static_cast<T*>(p.dists) + w * p.K;
+  int64_t* ik = p.idx + w * p.K;
+  int64_t count = 0;  // entries in the list, the same in every lane
+  if (q < clamp_len(p.lengths1, b, p.P1)) {
+    const T* query = static_cast<const T*>(p.p1) + w * p.D;
+    const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
+    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+    T worst = INFINITY;
+    for (int64_t base = 0; base < n2; base += 32) {
+      const int64_t j = base + lane;
+      const T d = j < n2 ? point_dist<T, kDim>(cloud + j * p.D, query, p.D, p.norm) : T(INFINITY);
+      unsigned cand = __ballot_sync(0xffffffffu, d < worst);  // NaN never qualifies
+      while (cand) {  // in lane order, i.e. index order
+        const int src = __ffs(cand) - 1;
+        cand &= cand - 1;
+        const T dj = __shfl_sync(0xffffffffu, d, src);
+        if (!(dj < worst)) continue;  // an earlier insertion of this chunk raised the bar
+        // Insertion position: entries at <= dj stay ahead (equal distances have lower indices).
+        int ahead = 0;
+        for (int64_t s = lane; s < count; s += 32) ahead += dk[s] <= dj;
+        for (int m = 16; m > 0; m >>= 1) ahead += __shfl_xor_sync(0xffffffffu, ahead, m);
+        const int64_t pos = ahead, last = count < p.K ? count : p.K - 1;
+        // Entries [pos, last) move up by one, 32 at a time from the top: each round reads
+        // before anyone writes, and writes only slots the later rounds do not read.
+        for (int64_t top = last - 1; top >= pos; top -= 32) {
+          const int64_t s = top - lane;
+          T v = 0;
+          int64_t iv = -1;
+          if (s >= pos) v = dk[s], iv = ik[s];
+          __syncwarp();
+          if (s >= pos) dk[s + 1] = v, ik[s + 1] = iv;
+          __syncwarp();
+        }
+        if (lane == 0) dk[pos] = dj, ik[pos] = base + src;
+        count = count < p.K ? count + 1 : p.K;
+        __syncwarp();
+        if (count == p.K) worst = dk[p.K - 1];
+      }
+    }
+  }
+  for (int64_t s = count + lane; s < p.K; s += 32) {
+    dk[s] = 0;
+    ik[s] = -1;
+  }
+}
+
+template <typename T, int kDim>
 void launch(const KnnParams& p, cudaStream_t stream) {
   const int64_t queries = p.B * p.P1;
   if (p.K <= 32 && queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints && p.P2 < (int64_t{1} << 32)) {
@@ -197,6 +254,11 @@ void launch(const KnnParams& p, cudaStream_t stream) {
     else if (p.K <= 16) knn_warp<T, kDim, 16><<<grid, kThreads, 0, stream>>>(p);
     else knn_warp<T, kDim, 32><<<grid, kThreads, 0, stream>>>(p);
     M3AD_CHECK_LAUNCH("knn (warp per query)");
+    return;
+  }
+  if (p.K <= kWarpListMaxK && queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints) {
+    knn_warp_large_k<T, kDim><<<blocks_for(queries * 32, kThreads, (1LL << 31) - 1), kThreads, 0, stream>>>(p);
+    M3AD_CHECK_LAUNCH("knn (warp per query, large K)");
     return;
   }
   const unsigned grid = blocks_for(queries, kThreads, (1LL << 31) - 1);

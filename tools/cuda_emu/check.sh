@@ -19,7 +19,11 @@ assert device_args(torch.zeros(1)) == (0, 0)
 "
 # Every kernel once against the CPU kernels of the same build (the TSan smoke run, untimed here).
 MENTOR3AD_CUDA_EMULATOR=1 python tools/cuda_emu/tsan_smoke.py
+# Left out: two normals tests that under emulation compare the emulated kernels with
+# themselves (CPU-search equivalence) or only re-check quality on 20k-point clouds; they took
+# 2.5 of the 6 minutes (every emulated warp exchange switches 32 fibers).
 MENTOR3AD_CUDA_EMULATOR=1 python -m pytest -q -p no:cacheprovider \
+  -k "not test_cpu_search_kernel_equals_knn_then_pca and not test_analytic_surfaces" \
   python_tests/test_fps.py python_tests/test_knn.py python_tests/test_ball_query.py \
   python_tests/test_normals.py python_tests/test_fpfh.py python_tests/test_scatter.py \
   python_tests/test_projection.py python_tests/test_interpolate.py \

@@ -160,6 +160,8 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return emu::from_bits<T>(emu::warp_exchange(mask, emu::to_bits(v), inside ? src : lane, "__shfl_xor_sync"));
 }
 
+inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::warp_exchange(mask, 0, 0, "__syncwarp"); }
+
 inline unsigned __ballot_sync(unsigned mask, int pred) { return emu::warp_ballot(mask, pred != 0); }
 
 template <typename T>

@@ -822,6 +822,12 @@ __global__ void xor_reduce_kernel(int* out) {
   out[threadIdx.x] = v;  // butterfly: every lane holds its warp's sum
 }
 
+__global__ void syncwarp_kernel(int* buf, int* out) {
+  buf[threadIdx.x] = 10 * threadIdx.x;
+  __syncwarp();
+  out[threadIdx.x] = buf[(threadIdx.x & ~31u) | ((threadIdx.x + 1) & 31u)];  // the next lane's write
+}
+
 __global__ void ballot_kernel(unsigned* out) {
   out[threadIdx.x] = __ballot_sync(0xffffffffu, (threadIdx.x % 3) == 0);
 }
@@ -844,6 +850,10 @@ static void test_section9() {
   xor_reduce_kernel<<<1, 64>>>(sums.data());
   CHECK(cudaGetLastError() == cudaSuccess);
   for (int t = 0; t < 64; ++t) CHECK(sums[t] == (t < 32 ? 496 : 496 + 32 * 32));
+  std::vector<int> sbuf(64, -1), sout(64, -1);
+  syncwarp_kernel<<<1, 64>>>(sbuf.data(), sout.data());
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (int t = 0; t < 64; ++t) CHECK(sout[t] == 10 * ((t & ~31) | ((t + 1) & 31)));
   std::vector<unsigned> ballots(64, 0);
   ballot_kernel<<<1, 64>>>(ballots.data());
   CHECK(cudaGetLastError() == cudaSuccess);
@@ -870,7 +880,7 @@ int main() {
       {"3 dynamic shared memory", test_section3}, {"4 warp intrinsics", test_section4},
       {"5 atomics", test_section5},               {"6 error reporting", test_section6},
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
-      {"9 wrap-around lanes, xor butterfly, ballot, mixed atomics", test_section9},
+      {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, mixed atomics", test_section9},
   };
   for (const auto& s : sections) {
     const int before = g_failures;
