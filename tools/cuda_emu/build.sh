@@ -12,4 +12,6 @@ cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${MENTOR3AD_EMU_BUILD_
   -Dpybind11_DIR="$("$python_exe" -m pybind11 --cmakedir)" \
   -DEMU_SANITIZE="${MENTOR3AD_EMU_SANITIZE:-}" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$repo/mentor3ad_ext" >/dev/null
+# Sanitizer builds write the same file from their own build folders: relink this one's always.
+rm -f "$repo"/mentor3ad_ext/_C_emu.*.so
 cmake --build "$build" -j "${MENTOR3AD_JOBS:-2}"
