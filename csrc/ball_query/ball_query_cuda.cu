@@ -9,15 +9,12 @@
 #include "ball_query/ball_query.h"
 #include "common/cuda_utils.cuh"
 #include "common/distance.cuh"
+#include "common/warp_query.cuh"
 
 namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
-// Same rule as knn_cuda.cu: below this many queries one thread per query leaves most of a GPU
-// idle; clouds below kWarpPathMinPoints are too short for 32 lanes.
-constexpr int64_t kWarpPathMaxQueries = int64_t{1} << 16;
-constexpr int64_t kWarpPathMinPoints = 256;
 
 template <typename T, int kDim>
 __global__ void ball_query_kernel(BallQueryParams p, T r2) {
@@ -48,17 +45,16 @@ __global__ void ball_query_kernel(BallQueryParams p, T r2) {
 
 template <typename T, int kDim>
 __global__ void ball_query_warp(BallQueryParams p, T r2) {
-  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (w >= p.B * p.P1) return;  // whole warps leave together (blockDim is a multiple of 32)
-  const int64_t b = w / p.P1, q = w % p.P1;
-  T* dists = static_cast<T*>(p.dists) + w * p.K;
-  int64_t* idx = p.idx + w * p.K;
+  WarpQuery w;
+  if (!warp_query(p, w)) return;
+  const int lane = w.lane;
+  T* dists = static_cast<T*>(p.dists) + w.row * p.K;
+  int64_t* idx = p.idx + w.row * p.K;
   int64_t count = 0;  // the same in every lane
-  if (q < clamp_len(p.lengths1, b, p.P1)) {
-    const T* query = static_cast<const T*>(p.p1) + w * p.D;
-    const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+  if (w.q < clamp_len(p.lengths1, w.b, p.P1)) {
+    const T* query = static_cast<const T*>(p.p1) + w.row * p.D;
+    const T* cloud = static_cast<const T*>(p.p2) + w.b * p.P2 * p.D;
+    const int64_t n2 = clamp_len(p.lengths2, w.b, p.P2);
     const unsigned below = (1u << lane) - 1u;
     for (int64_t base = 0; base < n2 && count < p.K; base += 32) {
       const int64_t j = base + lane;
@@ -88,9 +84,9 @@ __global__ void ball_query_warp(BallQueryParams p, T r2) {
 void ball_query_cuda(const BallQueryParams& p, const Device& dev) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
   DeviceGuard guard(dev.index);
-  const int64_t queries = p.B * p.P1;
-  const bool warp_path = queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints;
-  const unsigned grid = blocks_for(warp_path ? queries * 32 : queries, kThreads, (1LL << 31) - 1);
+  const bool warp_path = warp_per_query_pays(p);
+  const unsigned grid =
+      warp_path ? warp_query_blocks(p, kThreads) : blocks_for(p.B * p.P1, kThreads, (1LL << 31) - 1);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T r2 = static_cast<T>(p.radius2);

@@ -15,17 +15,13 @@
 
 #include "common/cuda_utils.cuh"
 #include "common/distance.cuh"
+#include "common/warp_query.cuh"
 #include "knn/knn.h"
 
 namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
-// Warp path when there are fewer queries than this (2048 warps' worth of threads: well below
-// what a current GPU keeps in flight) and clouds of at least kWarpPathMinPoints (each lane then
-// scans >= 8 points, enough to pay for the K-round merge).
-constexpr int64_t kWarpPathMaxQueries = int64_t{1} << 16;
-constexpr int64_t kWarpPathMinPoints = 256;
 // Large-K warp path up to this K: each insertion shifts up to K/32 entries per lane, so beyond a
 // few hundred the list maintenance dominates (a full sort would be the better tool there).
 constexpr int64_t kWarpListMaxK = 256;
@@ -125,25 +121,23 @@ struct WarpMin<float> {
 
 template <typename T, int kDim, int KB>
 __global__ void knn_warp(KnnParams p) {
-  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (w >= p.B * p.P1) return;  // whole warps leave together (blockDim is a multiple of 32)
-  const int64_t b = w / p.P1, q = w % p.P1;
+  WarpQuery w;
+  if (!warp_query(p, w)) return;
   T dk[KB];
   int64_t ik[KB];
   init_top(dk, ik);
-  if (q < clamp_len(p.lengths1, b, p.P1)) {
-    const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    scan_top<T, kDim, KB>(p, static_cast<const T*>(p.p1) + w * p.D, cloud, lane, clamp_len(p.lengths2, b, p.P2), 32,
-                          dk, ik);
+  if (w.q < clamp_len(p.lengths1, w.b, p.P1)) {
+    const T* cloud = static_cast<const T*>(p.p2) + w.b * p.P2 * p.D;
+    scan_top<T, kDim, KB>(p, static_cast<const T*>(p.p1) + w.row * p.D, cloud, w.lane,
+                          clamp_len(p.lengths2, w.b, p.P2), 32, dk, ik);
   }
-  T* dists = static_cast<T*>(p.dists) + w * p.K;
-  int64_t* idx = p.idx + w * p.K;
+  T* dists = static_cast<T*>(p.dists) + w.row * p.K;
+  int64_t* idx = p.idx + w.row * p.K;
   for (int64_t s = 0; s < p.K; ++s) {
     T bd = dk[0];
     long long bi = ik[0] < 0 ? kNone : ik[0];
     WarpMin<T>::reduce(bd, bi);
-    if (lane == 0) {
+    if (w.lane == 0) {
       dists[s] = bi == kNone ? T(0) : bd;
       idx[s] = bi == kNone ? -1 : bi;
     }
@@ -194,17 +188,16 @@ __global__ void knn_global(KnnParams p) {
 
 template <typename T, int kDim>
 __global__ void knn_warp_large_k(KnnParams p) {
-  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (w >= p.B * p.P1) return;  // whole warps leave together (blockDim is a multiple of 32)
-  const int64_t b = w / p.P1, q = w % p.P1;
-  T* dk = static_cast<T*>(p.dists) + w * p.K;
-  int64_t* ik = p.idx + w * p.K;
+  WarpQuery w;
+  if (!warp_query(p, w)) return;
+  const int lane = w.lane;
+  T* dk = static_cast<T*>(p.dists) + w.row * p.K;
+  int64_t* ik = p.idx + w.row * p.K;
   int64_t count = 0;  // entries in the list, the same in every lane
-  if (q < clamp_len(p.lengths1, b, p.P1)) {
-    const T* query = static_cast<const T*>(p.p1) + w * p.D;
-    const T* cloud = static_cast<const T*>(p.p2) + b * p.P2 * p.D;
-    const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+  if (w.q < clamp_len(p.lengths1, w.b, p.P1)) {
+    const T* query = static_cast<const T*>(p.p1) + w.row * p.D;
+    const T* cloud = static_cast<const T*>(p.p2) + w.b * p.P2 * p.D;
+    const int64_t n2 = clamp_len(p.lengths2, w.b, p.P2);
     T worst = INFINITY;
     for (int64_t base = 0; base < n2; base += 32) {
       const int64_t j = base + lane;
@@ -246,9 +239,9 @@ __global__ void knn_warp_large_k(KnnParams p) {
 
 template <typename T, int kDim>
 void launch(const KnnParams& p, cudaStream_t stream) {
-  const int64_t queries = p.B * p.P1;
-  if (p.K <= 32 && queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints && p.P2 < (int64_t{1} << 32)) {
-    const unsigned grid = blocks_for(queries * 32, kThreads, (1LL << 31) - 1);
+  const bool warp_path = warp_per_query_pays(p);
+  if (p.K <= 32 && warp_path && p.P2 < (int64_t{1} << 32)) {
+    const unsigned grid = warp_query_blocks(p, kThreads);
     if (p.K <= 1) knn_warp<T, kDim, 1><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 4) knn_warp<T, kDim, 4><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 16) knn_warp<T, kDim, 16><<<grid, kThreads, 0, stream>>>(p);
@@ -256,12 +249,12 @@ void launch(const KnnParams& p, cudaStream_t stream) {
     M3AD_CHECK_LAUNCH("knn (warp per query)");
     return;
   }
-  if (p.K <= kWarpListMaxK && queries < kWarpPathMaxQueries && p.P2 >= kWarpPathMinPoints) {
-    knn_warp_large_k<T, kDim><<<blocks_for(queries * 32, kThreads, (1LL << 31) - 1), kThreads, 0, stream>>>(p);
+  if (p.K <= kWarpListMaxK && warp_path) {
+    knn_warp_large_k<T, kDim><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
     M3AD_CHECK_LAUNCH("knn (warp per query, large K)");
     return;
   }
-  const unsigned grid = blocks_for(queries, kThreads, (1LL << 31) - 1);
+  const unsigned grid = blocks_for(p.B * p.P1, kThreads, (1LL << 31) - 1);
   if (p.K <= 1) knn_registers<T, kDim, 1><<<grid, kThreads, 0, stream>>>(p);
   else if (p.K <= 4) knn_registers<T, kDim, 4><<<grid, kThreads, 0, stream>>>(p);
   else if (p.K <= 16) knn_registers<T, kDim, 16><<<grid, kThreads, 0, stream>>>(p);
