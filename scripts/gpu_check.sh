@@ -6,6 +6,9 @@
 #   bash scripts/gpu_check.sh test       # build for this GPU, run the whole test suite (CUDA cases too)
 #   bash scripts/gpu_check.sh sanitize   # compute-sanitizer memcheck + racecheck on each op's CUDA tests
 #   bash scripts/gpu_check.sh bench      # GPU benchmarks; results JSON copied to $OUT
+#   bash scripts/gpu_check.sh all        # one call of ~8 minutes: CUDA tests and sanitizers side by
+#                                        # side, then the benchmarks alone; every step time-boxed so
+#                                        # that the logs come back (a session has 15 device minutes)
 #
 # Logs and results go to $OUT (the device tool's output folder; ./gpu_out elsewhere).
 set -u -o pipefail
@@ -62,7 +65,43 @@ case "$stage" in
     find bench/results -name '*.json' -newer "$OUT/nvidia-smi.txt" | head -7 | xargs -r cp -t "$OUT"
     ls "$OUT"
     ;;
+  all)
+    # Phase 1, side by side (the GPU and 16 cores have room): the CUDA test cases, memcheck of each
+    # op's CUDA cases, racecheck of the shared-memory reductions. Phase 2: benchmarks with nothing
+    # else running. A step cut by its time box shows exit 124 in summary.txt.
+    S=${PHASE1_S:-170}
+    mkdir -p "$OUT/logs"
+    (timeout $S $PY -m pytest python_tests -q -p no:cacheprovider -k cuda -n 4 -rfE \
+       > "$OUT/logs/tests.log" 2>&1; echo "tests: exit $?" >> "$OUT/summary.txt") &
+    for t in fps knn ball_query scatter interpolate interpolate_grid projection normals fpfh metrics; do
+      (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 --log-file "$OUT/logs/memcheck_$t.log" \
+         $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
+         > "$OUT/logs/memcheck_$t.out" 2>&1; echo "memcheck $t: exit $?" >> "$OUT/summary.txt") &
+    done
+    for t in fps knn metrics; do
+      (timeout $S compute-sanitizer --tool racecheck --error-exitcode 9 --log-file "$OUT/logs/racecheck_$t.log" \
+         $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
+         > "$OUT/logs/racecheck_$t.out" 2>&1; echo "racecheck $t: exit $?" >> "$OUT/summary.txt") &
+    done
+    wait
+    tail -4 "$OUT/logs/tests.log"
+    # name:seconds; the 1M-point FPS case (slow on CPU) is included on the GPU
+    for nb in fps:60 knn:40 ball_query:25 interpolate_grid:40 metrics:35; do
+      b=${nb%:*}
+      MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout ${nb#*:} $PY -m pytest bench/bench_$b.py -q \
+        -p no:cacheprovider -k cuda > "$OUT/logs/bench_$b.log" 2>&1; echo "bench $b: exit $?" >> "$OUT/summary.txt"
+    done
+    timeout 30 $PY -m pytest bench/bench_projection.py -q -p no:cacheprovider > "$OUT/logs/bench_projection.log" 2>&1
+    echo "bench projection: exit $?" >> "$OUT/summary.txt"
+    timeout 35 $PY bench/bench_descriptors.py --device cuda --threads 16 > "$OUT/logs/bench_descriptors.log" 2>&1
+    echo "bench descriptors: exit $?" >> "$OUT/summary.txt"
+    timeout 35 $PY -m mentor3ad_ext.train.bench_model --device cuda > "$OUT/logs/bench_model.log" 2>&1
+    echo "bench model: exit $?" >> "$OUT/summary.txt"
+    find bench/results -name '*.json' -newer "$OUT/nvidia-smi.txt" -exec cp -t "$OUT/logs" {} +
+    tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
+    cat "$OUT/summary.txt"
+    ;;
   *)
-    echo "usage: bash scripts/gpu_check.sh test|sanitize|bench"; exit 2
+    echo "usage: bash scripts/gpu_check.sh test|sanitize|bench|all"; exit 2
     ;;
 esac
