@@ -135,7 +135,10 @@ def _check(case: str, backward: bool):
     ours, peer = _fn(case, "ours", backward)(), _fn(case, "torch", backward)()
     if backward:
         for x, y in zip(ours[1], peer[1]):
-            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
+            # The uv gradient sums C (1152 on CUDA) products per point in float32, in a different
+            # order than the peer: near-cancelling sums differ by ~1e-4 absolute, so the absolute
+            # tolerance scales with the gradient's magnitude.
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
         ours, peer = ours[0], peer[0]
     torch.testing.assert_close(ours, peer, rtol=1e-5, atol=1e-5)
 

@@ -223,10 +223,11 @@ def test_cpu_cuda_parity_and_no_sync(P):
     pts = torch.randn(3, P, 3)
     lengths = torch.tensor([P, P // 3, 1])
     cpu = m.sample_farthest_points(pts, lengths, K=64)[1]
+    gpts, glengths = pts.cuda(), lengths.cuda()  # a host-to-device copy synchronises by itself
     with m.value_checks(False):
         torch.cuda.set_sync_debug_mode("error")
         try:
-            gpu = m.sample_farthest_points(pts.cuda(), lengths.cuda(), K=64)[1]
+            gpu = m.sample_farthest_points(gpts, glengths, K=64)[1]
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(cpu, gpu.cpu())

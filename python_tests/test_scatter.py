@@ -265,10 +265,10 @@ def test_cpu_cuda_bit_identical_and_no_sync(dtype):
     cpu = [S.build_plan(idx, R).order, *(S.scatter_rows(vals, idx, R, r, weights=w if r != "max" else None,
                                                         channels_first=True) for r in ("sum", "mean", "max")),
            S.gather_rows(src, idx, 1, weights=w), S._rows_dot_op(src, idx, 1, vals, None, 1, N)]
+    d = [t.cuda() for t in (vals, idx, w, src)]  # a host-to-device copy synchronises by itself
     with m.value_checks(False):
         torch.cuda.set_sync_debug_mode("error")
         try:
-            d = [t.cuda() for t in (vals, idx, w, src)]
             plan = S.build_plan(d[1], R)
             gpu = [plan.order, *(S.scatter_rows(d[0], d[1], R, r, weights=d[2] if r != "max" else None, plan=plan,
                                                 channels_first=True) for r in ("sum", "mean", "max")),

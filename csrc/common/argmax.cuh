@@ -41,6 +41,7 @@ __device__ ArgMax<T> block_argmax(ArgMax<T> a, ArgMax<T>* scratch) {
     ArgMax<T> b = lane < warps ? scratch[lane] : ArgMax<T>{a.val, INT64_MAX};
     if (lane >= warps) b.val = scratch[0].val;  // neutral: equal value, larger index
     b = warp_argmax(b);
+    __syncwarp();  // lanes >= warps read scratch[0] above; racecheck flags the write without it
     if (lane == 0) scratch[0] = b;
   }
   __syncthreads();

@@ -184,7 +184,10 @@ MultiWs<T> carve(void* base, int64_t B, int64_t P, int nblk) {
 template <typename T>
 void run(const FpsParams& p, const Device& dev) {
   cudaStream_t stream = as_stream(dev);
-  const size_t center_bytes = sizeof(T) * static_cast<size_t>(std::max<int64_t>(p.D, 1));
+  // Rounded up to 4 coordinates: ptxas merges the unrolled remainder loads of sqdist (D % 4 of
+  // them, each guarded) into one wider shared load, which compute-sanitizer saw read 12 bytes of a
+  // 4-byte center at D = 1 on sm_90. The extra slots are never used, only read.
+  const size_t center_bytes = sizeof(T) * static_cast<size_t>((std::max<int64_t>(p.D, 1) + 3) / 4 * 4);
   if (p.P <= kSingleBlockMaxPoints) {
     fps_single_block<T><<<static_cast<unsigned>(p.B), kThreads, center_bytes, stream>>>(
         p, static_cast<T*>(p.workspace));
