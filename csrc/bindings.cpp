@@ -21,6 +21,7 @@
 #include "fpfh/fpfh.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
+#include "knn/knn_tiles.h"
 #include "metrics/metrics.h"
 #include "normals/normals.h"
 #include "projection/projection.h"
@@ -244,6 +245,21 @@ void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uin
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
 }
 
+void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
+               uintptr_t idx, uintptr_t order1, uintptr_t order2, uintptr_t boxes, uintptr_t home, int64_t B,
+               int64_t P1, int64_t P2, int64_t K, int64_t tiles, int norm, int dtype, int device,
+               uintptr_t stream) {
+  auto p = pair_query<m3ad::KnnTilesParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
+  p.norm = norm;
+  p.order1 = as_ptr<const int64_t>(order1);
+  p.order2 = as_ptr<const int64_t>(order2);
+  p.boxes = as_ptr<const void>(boxes);
+  p.home = as_ptr<const int64_t>(home);
+  p.tiles = tiles;
+  dispatch("knn_points", p, make_device(device, stream), m3ad::knn_tiles_cpu,
+           M3AD_CUDA_FN(m3ad::knn_tiles_cuda));
+}
+
 void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                 uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, double radius2,
                 int dtype, int device, uintptr_t stream) {
@@ -436,6 +452,7 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.def("pixel_corners_backward", &pixel_corners_backward, nogil);
   // ---- knn ----
   m.def("knn", &knn, nogil);
+  m.def("knn_tiles", &knn_tiles, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
   // ---- coalesce (CPU) ----

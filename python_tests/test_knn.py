@@ -77,6 +77,36 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("norm", [1, 2])
+def test_sorted_tiles_path_matches_reference(device, dtype, norm):
+    # CUDA kNN of 3-D clouds of >= TILES_MIN_POINTS points: both sides Morton-sorted, tiles skipped
+    # by their boxes and visited out of index order (csrc/knn/knn_tiles.h). Exact only if the box
+    # bound never exceeds a point's rounded distance and ties go by original index: lattices (many
+    # equal distances, duplicates), tiny and wide coordinates, ragged, short and empty clouds,
+    # queries outside the cloud's box and on its points. `_knn_tiles` runs the plan on any device
+    # (the CPU twin on CPU); knn_points takes it on CUDA.
+    from mentor3ad_ext.ops.knn import TILES_MIN_POINTS, _knn_tiles
+
+    g = torch.Generator().manual_seed(3)
+    ax = torch.arange(12.0)
+    lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    P2 = TILES_MIN_POINTS + 552
+    lat = torch.cat([lattice, lattice])[torch.randperm(2 * len(lattice), generator=g)][:P2]
+    p2 = torch.stack([lat, torch.rand(P2, 3, generator=g) * 1e-3, torch.randn(P2, 3, generator=g) * 1e3, lat])
+    q = torch.cat([lat[:150] + 0.5, lat[150:250], torch.randn(100, 3, generator=g) * 30])
+    p1 = torch.stack([q, q * 1e-4, q * 10, q])
+    p1, p2 = p1.to(device, dtype), p2.to(device, dtype)
+    l1 = torch.tensor([350, 300, 0, 350], device=device)
+    l2 = torch.tensor([P2, P2 - 7, 33, 0], device=device)
+    for K in (1, 4, 16, 30, 33, 100):  # registers up to 32, the output rows beyond
+        got = _check(p1, p2, l1, l2, K=K, norm=norm)
+        twin = _knn_tiles(p1, p2, l1, l2, K, norm)
+        assert torch.equal(twin[1], got.idx) and torch.equal(twin[0], got.dists)
+        assert (got.idx[2] == -1).all() and (got.idx[3] == -1).all() and (got.idx[0, :, 1:] >= 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_wide_coordinates_and_noncontiguous(device):
     p2 = (torch.randn(1, 3, 2000, device=device) * 1e5).transpose(1, 2)
     p1 = (torch.randn(1, 3, 100, device=device) * 1e5).transpose(1, 2)

@@ -36,6 +36,32 @@ def _spread_table(device: torch.device) -> torch.Tensor:
     return t
 
 
+def _valid_mask(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return torch.arange(points.shape[1], device=points.device)[None, :] < lengths[:, None]
+
+
+def morton_frame(points: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo (B, 1, 3), cells per unit (B, 1, 1)): the grid the Morton codes of a cloud use."""
+    mask = _valid_mask(points, lengths)[..., None]
+    big = torch.finfo(points.dtype).max
+    lo = torch.where(mask, points, big).amin(1, keepdim=True)  # (B, 1, 3); +max when empty
+    hi = torch.where(mask, points, -big).amax(1, keepdim=True)
+    extent = (hi - lo).amax(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
+    return lo, ((1 << _MORTON_BITS) - 1) / extent
+
+
+def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Tensor:
+    """(B, P) int64 Morton codes of the valid points in `frame` (points outside it clamp to its
+    faces); padding points get 2^40 + their index, after every valid code, in index order."""
+    lo, scale = frame
+    # Padding rows may compute garbage cells (even NaN); clamp + where keep them harmless.
+    q = ((points - lo) * scale).nan_to_num_(0.0).clamp_(0, (1 << _MORTON_BITS) - 1).to(torch.int64)
+    spread = _spread_table(points.device)[q]  # (B, P, 3)
+    code = spread[..., 0] | (spread[..., 1] << 1) | (spread[..., 2] << 2)
+    ar = torch.arange(points.shape[1], device=points.device)
+    return torch.where(_valid_mask(points, lengths), code, (1 << 40) + ar[None, :])
+
+
 def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, P) int64 permutation per cloud: valid points in Morton order, then the padding.
 
@@ -43,21 +69,26 @@ def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     without host synchronisation.
     """
     B, P, _ = points.shape
-    ar = torch.arange(P, device=points.device)
     if P == 0:
-        return ar.expand(B, 0).clone()
-    mask = (ar[None, :] < lengths[:, None])[..., None]
-    big = torch.finfo(points.dtype).max
-    lo = torch.where(mask, points, big).amin(1, keepdim=True)  # (B, 1, 3); +max when empty
-    hi = torch.where(mask, points, -big).amax(1, keepdim=True)
-    extent = (hi - lo).amax(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
-    cells = (1 << _MORTON_BITS) - 1
-    # Padding rows may compute garbage cells (even NaN); clamp + where keep them harmless.
-    q = ((points - lo) * (cells / extent)).nan_to_num_(0.0).clamp_(0, cells).to(torch.int64)
-    spread = _spread_table(points.device)[q]  # (B, P, 3)
-    code = spread[..., 0] | (spread[..., 1] << 1) | (spread[..., 2] << 2)
-    code = torch.where(mask[..., 0], code, (1 << 40) + ar[None, :])  # padding last, index order
+        return torch.arange(P, device=points.device).expand(B, 0).clone()
+    code = morton_codes(points, lengths, morton_frame(points, lengths))
     return torch.argsort(code, dim=1, stable=True)
+
+
+def gather_points(points: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return points.gather(1, order[..., None].expand(-1, -1, points.shape[2]))
+
+
+def tile_boxes(points: torch.Tensor, lengths: torch.Tensor, tile: int) -> torch.Tensor:
+    """(B, ceil(P / tile), 6) lo xyz, hi xyz of each run of `tile` consecutive valid points
+    (padding excluded; a tile without valid points gets an empty box, lo > hi)."""
+    B, P, D = points.shape
+    T = -(-P // tile)
+    mask = _valid_mask(points, lengths)[..., None]
+    pad = (0, 0, 0, T * tile - P)
+    lo = torch.nn.functional.pad(torch.where(mask, points, float("inf")), pad, value=float("inf"))
+    hi = torch.nn.functional.pad(torch.where(mask, points, float("-inf")), pad, value=float("-inf"))
+    return torch.cat([lo.view(B, T, tile, D).amin(2), hi.view(B, T, tile, D).amax(2)], -1).contiguous()
 
 
 def check_organized(op: str, xyz, valid) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -7,14 +7,47 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
-from ._launch import C, device_args, dtype_tag, ptr
+from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._scatter import gather_rows
+from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
 from .gather import masked_gather, scatter_add_rows
 
 OP = "knn_points"
 
 KNN = namedtuple("KNN", ["dists", "idx", "knn"])
 KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None."
+
+
+# From this many points per cloud, the CUDA kNN of 3-D points sorts both sides along a Morton
+# curve and prunes by tile boxes (csrc/knn/knn_tiles.h) instead of scanning every point per query.
+TILES_MIN_POINTS = 2048
+_TILE = 32  # kKnnTile
+
+
+def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -> None:
+    """The sorted-tiles plan (all on the inputs' device, no synchronisation) and its kernel; fills
+    dists/idx in the queries' own rows and with the points' own indices."""
+    B, P1, _ = p1.shape
+    P2 = p2.shape[1]
+    frame = morton_frame(p2, lengths2)
+    code2, order2 = torch.sort(morton_codes(p2, lengths2, frame), dim=1, stable=True)
+    code1, order1 = torch.sort(morton_codes(p1, lengths1, frame), dim=1, stable=True)
+    home = torch.searchsorted(code2, code1)
+    p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
+    boxes = tile_boxes(p2s, lengths2, _TILE)
+    dev, stream = device_args(p1)
+    C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
+                  ptr(order2), ptr(boxes), ptr(home), B, P1, P2, K, boxes.shape[1], norm, dtype_tag(p1), dev, stream)
+
+
+def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2):
+    """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests."""
+    B, P1, _ = p1.shape
+    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
+    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    if dists.numel():
+        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
+    return dists, idx
 
 
 @torch.library.custom_op("mentor3ad::knn", mutates_args=())
@@ -24,7 +57,9 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     P2 = p2.shape[1]
     dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
     idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
-    if dists.numel():
+    if dists.numel() and D == 3 and P2 >= TILES_MIN_POINTS and not host_kernels(p1):
+        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
+    elif dists.numel():
         dev, stream = device_args(p1)
         C().knn(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx),
                 B, P1, P2, D, K, norm, dtype_tag(p1), dev, stream)

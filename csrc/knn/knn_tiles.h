@@ -1,0 +1,126 @@
+// kNN over spatially sorted 3-D points, pruned by tile bounding boxes (the CUDA path for large
+// clouds; the CPU twin serves tests and CPU callers of the same plan).
+//
+// The adapter sorts the points p2 of each cloud along a Morton curve and passes, for every run of
+// kKnnTile consecutive sorted points, their bounding box; it sorts the queries the same way and
+// gives each its position among the sorted points (`home`). A query visits the tiles outward from
+// its home tile (home, home + 1, home - 1, ...) and skips every tile whose box lies farther than
+// its current K-th neighbour, so after the first few tiles almost every box test fails and a
+// query scans a few dozen points instead of the whole cloud.
+//
+// Exactness: box_bound() rounds the same operations in the same order as dist3() (an axis gap is
+// |p - q| at the box face, and rounding is monotone), so it never exceeds the computed distance of
+// a point inside the box; a tile is skipped only when its bound is strictly larger than the K-th
+// distance, which keeps points that tie with it. Tiles are visited out of index order, so the
+// lists order candidates by (distance, original index) explicitly: the result is the one of the
+// index-order scans (knn_cpu.cpp, knn_cuda.cu), bit for bit.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "common/host_device.h"
+#include "common/launch.h"
+#include "knn/knn.h"
+
+namespace m3ad {
+
+constexpr int64_t kKnnTile = 32;
+
+struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D = 3
+  const int64_t* order1 = nullptr;  // (B, P1): the output row of each sorted query
+  const int64_t* order2 = nullptr;  // (B, P2): the original index of each sorted point
+  const void* boxes = nullptr;      // (B, tiles, 6): lo x, y, z, hi x, y, z of each tile
+  const int64_t* home = nullptr;    // (B, P1): sorted position of each sorted query's code among the points
+  int64_t tiles = 0;                // tiles per cloud: ceil(P2 / kKnnTile)
+};
+
+void knn_tiles_cpu(const KnnTilesParams& p);
+void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev);
+
+// (d, i) comes strictly before (d2, i2) in the result order.
+template <typename T>
+M3AD_HD bool nn_before(T d, int64_t i, T d2, int64_t i2) {
+  return d < d2 || (d == d2 && i < i2);
+}
+
+template <typename T>
+M3AD_HD T nn_term(T diff, int norm) {
+  return norm == 1 ? (diff < 0 ? -diff : diff) : diff * diff;
+}
+
+// The distance of common/distance.cuh and the CPU kernels for D = 3, in their operation order.
+template <typename T>
+M3AD_HD T dist3(const T* a, const T* q, int norm) {
+  T d = nn_term<T>(a[0] - q[0], norm);
+  d = d + nn_term<T>(a[1] - q[1], norm);
+  return d + nn_term<T>(a[2] - q[2], norm);
+}
+
+// A lower bound of dist3(a, q) for every a in the box, computed with the same rounded steps.
+template <typename T>
+M3AD_HD T box_bound(const T* box, const T* q, int norm) {
+  T g[3];
+  for (int j = 0; j < 3; ++j) {
+    const T lo = box[j], hi = box[3 + j];
+    g[j] = q[j] < lo ? lo - q[j] : (q[j] > hi ? hi - q[j] : T(0));
+  }
+  T d = nn_term<T>(g[0], norm);
+  d = d + nn_term<T>(g[1], norm);
+  return d + nn_term<T>(g[2], norm);
+}
+
+// A sorted top-K list in memory (the output row itself), any K.
+template <typename T>
+struct NnMemList {
+  T* d;
+  int64_t* i;
+  int64_t K;
+  int64_t count = 0;
+  M3AD_HD NnMemList(T* dists, int64_t* idx, int64_t k) : d(dists), i(idx), K(k) {}
+  M3AD_HD T worst() const { return count < K ? T(INFINITY) : d[K - 1]; }
+  M3AD_HD void insert(T dist, int64_t idx) {
+    if (count < K ? !(dist < T(INFINITY)) : !nn_before(dist, idx, d[K - 1], i[K - 1])) return;
+    int64_t s = count < K ? count++ : K - 1;
+    for (; s > 0 && nn_before(dist, idx, d[s - 1], i[s - 1]); --s) {
+      d[s] = d[s - 1];
+      i[s] = i[s - 1];
+    }
+    d[s] = dist;
+    i[s] = idx;
+  }
+  // Unfilled slots get the contract's padding: index -1, distance 0.
+  M3AD_HD void finish() {
+    for (int64_t s = count; s < K; ++s) {
+      d[s] = T(0);
+      i[s] = -1;
+    }
+  }
+};
+
+// Offers query `qs` (a sorted row of cloud b) every point of the tiles its list cannot rule out.
+template <typename T, typename List>
+M3AD_HD void tiles_search(const KnnTilesParams& p, int64_t b, int64_t qs, List& list) {
+  const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+  if (n2 == 0) return;
+  const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
+  const T* qp = static_cast<const T*>(p.p1) + (b * p.P1 + qs) * 3;
+  const T q[3] = {qp[0], qp[1], qp[2]};
+  const T* boxes = static_cast<const T*>(p.boxes) + b * p.tiles * 6;
+  const int64_t* order2 = p.order2 + b * p.P2;
+  const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
+  int64_t h = p.home[b * p.P1 + qs] / kKnnTile;
+  h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
+  int64_t up = h, down = h - 1;
+  for (int64_t v = 0; v < nt; ++v) {
+    const int64_t t = (down < 0 || (up < nt && (v & 1) == 0)) ? up++ : down--;
+    if (box_bound<T>(boxes + t * 6, q, p.norm) > list.worst()) continue;
+    const int64_t j1 = (t + 1) * kKnnTile < n2 ? (t + 1) * kKnnTile : n2;
+    for (int64_t j = t * kKnnTile; j < j1; ++j) {
+      const T d = dist3<T>(pts + j * 3, q, p.norm);
+      if (d > list.worst()) continue;
+      list.insert(d, order2[j]);
+    }
+  }
+}
+
+}  // namespace m3ad

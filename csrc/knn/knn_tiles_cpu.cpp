@@ -1,0 +1,25 @@
+// CPU twin of the tile-pruned kNN (knn_tiles.h): the same search per sorted query, rows in
+// parallel. The CPU adapter normally uses the KD-tree (knn_cpu.cpp); this one serves the tests of
+// the sorted plan and any CPU caller that already has it.
+#include "common/parallel.h"
+#include "knn/knn_tiles.h"
+
+namespace m3ad {
+
+void knn_tiles_cpu(const KnnTilesParams& p) {
+  dispatch_float(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / p.P1, qs = r % p.P1;
+        const int64_t out = b * p.P1 + p.order1[r];
+        NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K);
+        if (qs < clamp_len(p.lengths1, b, p.P1)) tiles_search<T>(p, b, qs, list);
+        list.finish();
+      }
+    });
+    return 0;
+  });
+}
+
+}  // namespace m3ad
