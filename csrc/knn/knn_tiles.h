@@ -6,7 +6,8 @@
 // gives each its position among the sorted points (`home`). A query visits the tiles outward from
 // its home tile (home, home + 1, home - 1, ...) and skips every tile whose box lies farther than
 // its current K-th neighbour, so after the first few tiles almost every box test fails and a
-// query scans a few dozen points instead of the whole cloud.
+// query scans a few dozen points instead of the whole cloud. Boxes of kKnnSuper consecutive
+// tiles let a walk skip a whole run of tiles with one test (1M points: 977 tests, not 31k).
 //
 // Exactness: box_bound() rounds the same operations in the same order as dist3() (an axis gap is
 // |p - q| at the box face, and rounding is monotone), so it never exceeds the computed distance of
@@ -25,6 +26,7 @@
 namespace m3ad {
 
 constexpr int64_t kKnnTile = 32;
+constexpr int64_t kKnnSuper = 32;  // tiles per super-tile
 
 struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D = 3
   const int64_t* order1 = nullptr;  // (B, P1): the output row of each sorted query
@@ -32,6 +34,8 @@ struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D
   const void* boxes = nullptr;      // (B, tiles, 6): lo x, y, z, hi x, y, z of each tile
   const int64_t* home = nullptr;    // (B, P1): sorted position of each sorted query's code among the points
   int64_t tiles = 0;                // tiles per cloud: ceil(P2 / kKnnTile)
+  const void* supers = nullptr;     // (B, super_tiles, 6): the box of each kKnnSuper tiles
+  int64_t super_tiles = 0;          // ceil(tiles / kKnnSuper)
 };
 
 void knn_tiles_cpu(const KnnTilesParams& p);
@@ -110,9 +114,25 @@ M3AD_HD void tiles_search(const KnnTilesParams& p, int64_t b, int64_t qs, List& 
   const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
   int64_t h = p.home[b * p.P1 + qs] / kKnnTile;
   h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
+  const T* supers = static_cast<const T*>(p.supers) + b * p.super_tiles * 6;
+  // Two walks from the home tile, taking turns: `up` to the last tile, `down` to the first. A walk
+  // entering a super-tile tests its box first and, if it is out of reach, jumps past it (the
+  // K-th distance only shrinks, so what is out of reach now stays so).
   int64_t up = h, down = h - 1;
-  for (int64_t v = 0; v < nt; ++v) {
-    const int64_t t = (down < 0 || (up < nt && (v & 1) == 0)) ? up++ : down--;
+  bool up_turn = true;
+  while (up < nt || down >= 0) {
+    const bool go_up = down < 0 || (up < nt && up_turn);
+    up_turn = !up_turn;
+    const int64_t t = go_up ? up : down;
+    const int64_t s = t / kKnnSuper;
+    const bool entering = go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
+    if (entering && box_bound<T>(supers + s * 6, q, p.norm) > list.worst()) {
+      if (go_up) up = (s + 1) * kKnnSuper;
+      else down = s * kKnnSuper - 1;
+      continue;
+    }
+    if (go_up) ++up;
+    else --down;
     if (box_bound<T>(boxes + t * 6, q, p.norm) > list.worst()) continue;
     const int64_t j1 = (t + 1) * kKnnTile < n2 ? (t + 1) * kKnnTile : n2;
     for (int64_t j = t * kKnnTile; j < j1; ++j) {

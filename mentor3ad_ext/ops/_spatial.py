@@ -82,13 +82,23 @@ def gather_points(points: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 def tile_boxes(points: torch.Tensor, lengths: torch.Tensor, tile: int) -> torch.Tensor:
     """(B, ceil(P / tile), 6) lo xyz, hi xyz of each run of `tile` consecutive valid points
     (padding excluded; a tile without valid points gets an empty box, lo > hi)."""
-    B, P, D = points.shape
-    T = -(-P // tile)
     mask = _valid_mask(points, lengths)[..., None]
-    pad = (0, 0, 0, T * tile - P)
-    lo = torch.nn.functional.pad(torch.where(mask, points, float("inf")), pad, value=float("inf"))
-    hi = torch.nn.functional.pad(torch.where(mask, points, float("-inf")), pad, value=float("-inf"))
-    return torch.cat([lo.view(B, T, tile, D).amin(2), hi.view(B, T, tile, D).amax(2)], -1).contiguous()
+    return _runs_box(torch.where(mask, points, float("inf")), torch.where(mask, points, float("-inf")), tile)
+
+
+def merge_boxes(boxes: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, ceil(T / group), 6): the box of each run of `group` consecutive boxes of (B, T, 6)."""
+    D = boxes.shape[2] // 2
+    return _runs_box(boxes[..., :D], boxes[..., D:], group)
+
+
+def _runs_box(lo: torch.Tensor, hi: torch.Tensor, run: int) -> torch.Tensor:
+    B, P, D = lo.shape
+    T = -(-P // run)
+    pad = (0, 0, 0, T * run - P)
+    lo = torch.nn.functional.pad(lo, pad, value=float("inf")).view(B, T, run, D).amin(2)
+    hi = torch.nn.functional.pad(hi, pad, value=float("-inf")).view(B, T, run, D).amax(2)
+    return torch.cat([lo, hi], -1).contiguous()
 
 
 def check_organized(op: str, xyz, valid) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

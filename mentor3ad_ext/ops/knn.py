@@ -9,7 +9,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._scatter import gather_rows
-from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
+from ._spatial import gather_points, merge_boxes, morton_codes, morton_frame, tile_boxes
 from .gather import masked_gather, scatter_add_rows
 
 OP = "knn_points"
@@ -21,7 +21,7 @@ KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None
 # From this many points per cloud, the CUDA kNN of 3-D points sorts both sides along a Morton
 # curve and prunes by tile boxes (csrc/knn/knn_tiles.h) instead of scanning every point per query.
 TILES_MIN_POINTS = 2048
-_TILE = 32  # kKnnTile
+_TILE, _SUPER = 32, 32  # kKnnTile, kKnnSuper
 
 
 def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -> None:
@@ -35,9 +35,11 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -
     home = torch.searchsorted(code2, code1)
     p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
     boxes = tile_boxes(p2s, lengths2, _TILE)
+    supers = merge_boxes(boxes, _SUPER)
     dev, stream = device_args(p1)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
-                  ptr(order2), ptr(boxes), ptr(home), B, P1, P2, K, boxes.shape[1], norm, dtype_tag(p1), dev, stream)
+                  ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, P2, K, boxes.shape[1], supers.shape[1],
+                  norm, dtype_tag(p1), dev, stream)
 
 
 def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2):
