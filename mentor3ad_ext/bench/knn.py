@@ -167,6 +167,20 @@ def knn_case(size: KnnSize, device: str, seed: int = 0) -> Case:
         p, q = data.points, data.queries[:, :q_ref]
         return lambda: R.knn_points(q, p, K=K)
 
+    def prep_untiled():
+        import mentor3ad_ext as m
+        from mentor3ad_ext.ops import knn as knn_op
+
+        p, q = data.points, data.queries
+
+        def run():
+            saved, knn_op.TILES_MIN_POINTS = knn_op.TILES_MIN_POINTS, 1 << 62
+            try:
+                return m.knn_points(q, p, K=K)
+            finally:
+                knn_op.TILES_MIN_POINTS = saved
+        return run
+
     def prep_cdist():
         p, q = data.points, data.queries
         return lambda: torch.cdist(q, p).topk(K, dim=-1, largest=False)
@@ -185,6 +199,11 @@ def knn_case(size: KnnSize, device: str, seed: int = 0) -> Case:
              lambda out: _check_peer("torch cdist+topk", out.values, out.indices, data, squared=False),
              note="Euclidean distances (squared for the check); cdist's default matrix-product formula"),
     ]
+    if on_cuda:
+        impls.append(Impl("mentor3ad_ext, index-order scan (no sorted tiles)", REFERENCE, prep_untiled,
+                          lambda out: _check_exact("untiled", out.dists[0], out.idx[0], data.ours, "ours"),
+                          note="ablation: the CUDA kernels the 3-D path used before the sorted tiles "
+                               "(one thread or warp per query over every point)"))
     if not on_cuda:
         impls += [
             Impl("scipy cKDTree build + query", PEER, lambda: _prep_scipy(data, build=True),

@@ -163,6 +163,8 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
 inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::warp_exchange(mask, 0, 0, "__syncwarp"); }
 
 inline unsigned __ballot_sync(unsigned mask, int pred) { return emu::warp_ballot(mask, pred != 0); }
+inline int __any_sync(unsigned mask, int pred) { return emu::warp_ballot(mask, pred != 0) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return (emu::warp_ballot(mask, pred != 0) & mask) == mask; }
 
 template <typename T>
 inline unsigned __match_any_sync(unsigned mask, T v) {

@@ -832,6 +832,13 @@ __global__ void ballot_kernel(unsigned* out) {
   out[threadIdx.x] = __ballot_sync(0xffffffffu, (threadIdx.x % 3) == 0);
 }
 
+// Warp 0: lane 5 alone votes yes; warp 1: every lane does.
+__global__ void any_all_kernel(int* out) {
+  const int pred = threadIdx.x < 32 ? threadIdx.x == 5 : 1;
+  out[2 * threadIdx.x] = __any_sync(0xffffffffu, pred);
+  out[2 * threadIdx.x + 1] = __all_sync(0xffffffffu, pred);
+}
+
 __global__ void mixed_atomics_kernel(unsigned* u, unsigned long long* ull, float* f) {
   atomicAdd(u, 1);
   atomicAdd(ull, 1);
@@ -863,6 +870,13 @@ static void test_section9() {
       if (((t / 32) * 32 + l) % 3 == 0) want |= 1u << l;
     CHECK(ballots[t] == want);
   }
+  std::vector<int> votes(128, -1);
+  any_all_kernel<<<1, 64>>>(votes.data());
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (int t = 0; t < 64; ++t) {
+    CHECK(votes[2 * t] == 1);
+    CHECK(votes[2 * t + 1] == (t < 32 ? 0 : 1));
+  }
   unsigned u = 0;
   unsigned long long ull = 0;
   float f = 0;
@@ -880,7 +894,7 @@ int main() {
       {"3 dynamic shared memory", test_section3}, {"4 warp intrinsics", test_section4},
       {"5 atomics", test_section5},               {"6 error reporting", test_section6},
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
-      {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, mixed atomics", test_section9},
+      {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, any/all, mixed atomics", test_section9},
   };
   for (const auto& s : sections) {
     const int before = g_failures;

@@ -1,0 +1,87 @@
+"""Where the CUDA kNN's time goes: the sorted-tiles plan (torch ops), its kernel alone, the whole
+call, and the index-order scan it replaces, per size; then a torch.profiler table of one call.
+
+    python scripts/profile_knn_tiles.py      # on a machine with a CUDA GPU
+"""
+import sys
+
+import torch
+
+import mentor3ad_ext as m
+from mentor3ad_ext.ops import knn as knn_op
+from mentor3ad_ext.ops._launch import C, device_args, dtype_tag, ptr
+from mentor3ad_ext.ops._spatial import gather_points, merge_boxes, morton_codes, morton_frame, tile_boxes
+
+
+def timed(fn, reps=20):
+    fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b))
+    return sorted(ts)[len(ts) // 2]
+
+
+def plan(p1, p2, l1, l2):
+    frame = morton_frame(p2, l2)
+    code2, order2 = torch.sort(morton_codes(p2, l2, frame), dim=1, stable=True)
+    code1, order1 = torch.sort(morton_codes(p1, l1, frame), dim=1, stable=True)
+    home = torch.searchsorted(code2, code1)
+    p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
+    boxes = tile_boxes(p2s, l2, 32)
+    return p1s, p2s, order1, order2, boxes, merge_boxes(boxes, 32), home
+
+
+def kernel(pl, l1, l2, d, i, K):
+    p1s, p2s, order1, order2, boxes, supers, home = pl
+    B, P1, _ = p1s.shape
+    dev, stream = device_args(p1s)
+    C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
+                  ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2,
+                  dtype_tag(p1s), dev, stream)
+
+
+def main():
+    torch.manual_seed(0)
+    cases = [(16_000, 1024, 128), (100_000, 4096, 32), (16_000, 16_000, 16), (100_000, 100_000, 30),
+             (100_000, 100_000, 100), (1_000_000, 100_000, 16)]
+    print("| N | Q | K | whole call | plan | kernel | index-order scan | cdist+topk |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for N, Q, K in cases:
+        p2 = torch.rand(1, N, 3, device="cuda")
+        p1 = p2[:, :Q].clone() if Q == N else torch.rand(1, Q, 3, device="cuda")
+        l1 = torch.tensor([Q], device="cuda")
+        l2 = torch.tensor([N], device="cuda")
+        with m.value_checks(False):
+            whole = timed(lambda: m.knn_points(p1, p2, l1, l2, K=K))
+            pl = plan(p1, p2, l1, l2)
+            t_plan = timed(lambda: plan(p1, p2, l1, l2))
+            d = torch.empty(1, Q, K, device="cuda")
+            i = torch.empty(1, Q, K, dtype=torch.int64, device="cuda")
+            t_kernel = timed(lambda: kernel(pl, l1, l2, d, i, K))
+            saved, knn_op.TILES_MIN_POINTS = knn_op.TILES_MIN_POINTS, 1 << 62
+            try:
+                scan = timed(lambda: m.knn_points(p1, p2, l1, l2, K=K), reps=3)
+            finally:
+                knn_op.TILES_MIN_POINTS = saved
+        cd = timed(lambda: torch.cdist(p1, p2).topk(K, dim=-1, largest=False), reps=3) if Q * N <= 2e9 else float("nan")
+        print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {scan:.3f} | {cd:.3f} |", flush=True)
+    p2 = torch.rand(1, 16_000, 3, device="cuda")
+    l = torch.tensor([16_000], device="cuda")
+    with m.value_checks(False), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            m.knn_points(p2, p2, l, l, K=16)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=50))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=50))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
