@@ -22,6 +22,7 @@
 #include "fps/fps.h"
 #include "knn/knn.h"
 #include "knn/knn_tiles.h"
+#include "knn/tiles_plan.h"
 #include "metrics/metrics.h"
 #include "normals/normals.h"
 #include "projection/projection.h"
@@ -262,6 +263,31 @@ void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths
            M3AD_CUDA_FN(m3ad::knn_tiles_cuda));
 }
 
+void morton_codes(uintptr_t points, uintptr_t lengths, uintptr_t lo, uintptr_t scale, uintptr_t codes, int64_t B,
+                  int64_t P, int dtype, int device, uintptr_t stream) {
+  m3ad::MortonParams p;
+  p.points = as_ptr<const void>(points);
+  p.lengths = as_ptr<const int64_t>(lengths);
+  p.lo = as_ptr<const void>(lo);
+  p.scale = as_ptr<const void>(scale);
+  p.codes = as_ptr<int64_t>(codes);
+  p.B = B, p.P = P;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("morton_codes", p, make_device(device, stream), m3ad::morton_codes_cpu, M3AD_CUDA_FN(m3ad::morton_codes_cuda));
+}
+
+void tile_boxes(uintptr_t points, uintptr_t lengths, uintptr_t boxes, uintptr_t supers, int64_t B, int64_t P,
+                int64_t tiles, int64_t super_tiles, int dtype, int device, uintptr_t stream) {
+  m3ad::TileBoxParams p;
+  p.points = as_ptr<const void>(points);
+  p.lengths = as_ptr<const int64_t>(lengths);
+  p.boxes = as_ptr<void>(boxes);
+  p.supers = as_ptr<void>(supers);
+  p.B = B, p.P = P, p.tiles = tiles, p.super_tiles = super_tiles;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("tile_boxes", p, make_device(device, stream), m3ad::tile_boxes_cpu, M3AD_CUDA_FN(m3ad::tile_boxes_cuda));
+}
+
 void ball_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                 uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, double radius2,
                 int dtype, int device, uintptr_t stream) {
@@ -455,6 +481,8 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   // ---- knn ----
   m.def("knn", &knn, nogil);
   m.def("knn_tiles", &knn_tiles, nogil);
+  m.def("morton_codes", &morton_codes, nogil);
+  m.def("tile_boxes", &tile_boxes, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
   // ---- coalesce (CPU) ----

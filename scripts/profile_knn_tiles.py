@@ -10,7 +10,7 @@ import torch
 import mentor3ad_ext as m
 from mentor3ad_ext.ops import knn as knn_op
 from mentor3ad_ext.ops._launch import C, device_args, dtype_tag, ptr
-from mentor3ad_ext.ops._spatial import gather_points, merge_boxes, morton_codes, morton_frame, tile_boxes
+from mentor3ad_ext.ops._spatial import gather_points, morton_codes, morton_frame, tile_boxes
 
 
 def timed(fn, reps=20):
@@ -33,8 +33,8 @@ def plan(p1, p2, l1, l2):
     code1, order1 = torch.sort(morton_codes(p1, l1, frame), dim=1, stable=True)
     home = torch.searchsorted(code2, code1)
     p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
-    boxes = tile_boxes(p2s, l2, 32)
-    return p1s, p2s, order1, order2, boxes, merge_boxes(boxes, 32), home
+    boxes, supers = tile_boxes(p2s, l2, 32, 32)
+    return p1s, p2s, order1, order2, boxes, supers, home
 
 
 def kernel(pl, l1, l2, d, i, K):

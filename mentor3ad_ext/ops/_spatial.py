@@ -17,23 +17,9 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
+from ._launch import C, device_args, dtype_tag, ptr
 
-_MORTON_BITS = 10  # 1024 cells per axis: far finer than any neighbourhood, cheap to compute
-
-
-_SPREAD_CACHE: dict = {}
-
-
-def _spread_table(device: torch.device) -> torch.Tensor:
-    """(1024,) int64: each 10-bit value with two zero bits inserted between its bits."""
-    t = _SPREAD_CACHE.get(device)
-    if t is None:
-        x = torch.arange(1 << _MORTON_BITS, dtype=torch.int64)
-        out = torch.zeros_like(x)
-        for bit in range(_MORTON_BITS):
-            out |= ((x >> bit) & 1) << (3 * bit)
-        t = _SPREAD_CACHE[device] = out.to(device)
-    return t
+_MORTON_BITS = 10  # kMortonBits: 1024 cells per axis, far finer than any neighbourhood
 
 
 def _valid_mask(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -41,25 +27,28 @@ def _valid_mask(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def morton_frame(points: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lo (B, 1, 3), cells per unit (B, 1, 1)): the grid the Morton codes of a cloud use."""
+    """(lo (B, 3), cells per unit (B,)): the grid the Morton codes of a cloud use."""
     mask = _valid_mask(points, lengths)[..., None]
     big = torch.finfo(points.dtype).max
-    lo = torch.where(mask, points, big).amin(1, keepdim=True)  # (B, 1, 3); +max when empty
-    hi = torch.where(mask, points, -big).amax(1, keepdim=True)
-    extent = (hi - lo).amax(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
-    return lo, ((1 << _MORTON_BITS) - 1) / extent
+    lo = torch.where(mask, points, big).amin(1)  # (B, 3); +max when empty
+    hi = torch.where(mask, points, -big).amax(1)
+    extent = (hi - lo).amax(-1).clamp_min(torch.finfo(points.dtype).tiny)
+    return lo.contiguous(), (((1 << _MORTON_BITS) - 1) / extent).contiguous()
 
 
 def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Tensor:
     """(B, P) int64 Morton codes of the valid points in `frame` (points outside it clamp to its
-    faces); padding points get 2^40 + their index, after every valid code, in index order."""
+    faces, NaN to cell 0); padding points get 2^40 + their index, after every valid code, in
+    index order. One kernel (csrc/knn/tiles_plan.h)."""
+    B, P, _ = points.shape
+    points, lengths = points.contiguous(), lengths.contiguous()
     lo, scale = frame
-    # Padding rows may compute garbage cells (even NaN); clamp + where keep them harmless.
-    q = ((points - lo) * scale).nan_to_num_(0.0).clamp_(0, (1 << _MORTON_BITS) - 1).to(torch.int64)
-    spread = _spread_table(points.device)[q]  # (B, P, 3)
-    code = spread[..., 0] | (spread[..., 1] << 1) | (spread[..., 2] << 2)
-    ar = torch.arange(points.shape[1], device=points.device)
-    return torch.where(_valid_mask(points, lengths), code, (1 << 40) + ar[None, :])
+    codes = torch.empty((B, P), dtype=torch.int64, device=points.device)
+    if codes.numel():
+        dev, stream = device_args(points)
+        C().morton_codes(ptr(points), ptr(lengths), ptr(lo), ptr(scale), ptr(codes), B, P, dtype_tag(points),
+                         dev, stream)
+    return codes
 
 
 def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -79,26 +68,20 @@ def gather_points(points: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return points.gather(1, order[..., None].expand(-1, -1, points.shape[2]))
 
 
-def tile_boxes(points: torch.Tensor, lengths: torch.Tensor, tile: int) -> torch.Tensor:
-    """(B, ceil(P / tile), 6) lo xyz, hi xyz of each run of `tile` consecutive valid points
-    (padding excluded; a tile without valid points gets an empty box, lo > hi)."""
-    mask = _valid_mask(points, lengths)[..., None]
-    return _runs_box(torch.where(mask, points, float("inf")), torch.where(mask, points, float("-inf")), tile)
-
-
-def merge_boxes(boxes: torch.Tensor, group: int) -> torch.Tensor:
-    """(B, ceil(T / group), 6): the box of each run of `group` consecutive boxes of (B, T, 6)."""
-    D = boxes.shape[2] // 2
-    return _runs_box(boxes[..., :D], boxes[..., D:], group)
-
-
-def _runs_box(lo: torch.Tensor, hi: torch.Tensor, run: int) -> torch.Tensor:
-    B, P, D = lo.shape
-    T = -(-P // run)
-    pad = (0, 0, 0, T * run - P)
-    lo = torch.nn.functional.pad(lo, pad, value=float("inf")).view(B, T, run, D).amin(2)
-    hi = torch.nn.functional.pad(hi, pad, value=float("-inf")).view(B, T, run, D).amax(2)
-    return torch.cat([lo, hi], -1).contiguous()
+def tile_boxes(points: torch.Tensor, lengths: torch.Tensor, tile: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (lo xyz, hi xyz) of each run of `tile` consecutive valid points, (B, ceil(P / tile), 6),
+    and of each run of `group` tiles, (B, ceil(tiles / group), 6); a box without valid points has
+    lo > hi. `tile` and `group` must be kKnnTile and kKnnSuper of csrc/knn/knn_tiles.h."""
+    B, P, _ = points.shape
+    points, lengths = points.contiguous(), lengths.contiguous()
+    T = -(-P // tile)
+    S = -(-T // group)
+    boxes = torch.empty((B, T, 6), dtype=points.dtype, device=points.device)
+    supers = torch.empty((B, S, 6), dtype=points.dtype, device=points.device)
+    if boxes.numel():
+        dev, stream = device_args(points)
+        C().tile_boxes(ptr(points), ptr(lengths), ptr(boxes), ptr(supers), B, P, T, S, dtype_tag(points), dev, stream)
+    return boxes, supers
 
 
 def check_organized(op: str, xyz, valid) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

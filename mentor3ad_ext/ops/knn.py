@@ -9,7 +9,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._scatter import gather_rows
-from ._spatial import gather_points, merge_boxes, morton_codes, morton_frame, tile_boxes
+from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
 from .gather import masked_gather, scatter_add_rows
 
 OP = "knn_points"
@@ -37,8 +37,7 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -
     code1, order1 = torch.sort(morton_codes(p1, lengths1, frame), dim=1, stable=True)
     home = torch.searchsorted(code2, code1)
     p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
-    boxes = tile_boxes(p2s, lengths2, _TILE)
-    supers = merge_boxes(boxes, _SUPER)
+    boxes, supers = tile_boxes(p2s, lengths2, _TILE, _SUPER)
     dev, stream = device_args(p1)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
                   ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, P2, K, boxes.shape[1], supers.shape[1],
