@@ -107,6 +107,25 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_sorted_tiles_many_queries_large_k(device):
+    # >= 65536 queries with K > 32: one thread per query keeps its list in its output row
+    # (knn_tiles_memory); ragged clouds, a lattice for ties.
+    from mentor3ad_ext.ops.knn import TILES_MIN_POINTS
+
+    g = torch.Generator().manual_seed(11)
+    B, P1, P2 = 32, 2048, TILES_MIN_POINTS + 100
+    p2 = torch.rand(B, P2, 3, generator=g)
+    p2[::4] = torch.randint(0, 14, (B // 4 + (B % 4 > 0), P2, 3), generator=g).float()
+    p1 = torch.rand(B, P1, 3, generator=g) * 14
+    l1 = torch.randint(P1 // 2, P1 + 1, (B,), generator=g)
+    l2 = torch.randint(P2 - 50, P2 + 1, (B,), generator=g)
+    got = m.knn_points(p1.to(device), p2.to(device), l1.to(device), l2.to(device), K=40)
+    for b in range(B):  # the reference per cloud keeps its distance matrix small
+        want = R.knn_points(p1[b:b + 1], p2[b:b + 1], l1[b:b + 1], l2[b:b + 1], K=40)
+        assert torch.equal(got.idx[b:b + 1].cpu(), want.idx) and torch.equal(got.dists[b:b + 1].cpu(), want.dists)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_wide_coordinates_and_noncontiguous(device):
     p2 = (torch.randn(1, 3, 2000, device=device) * 1e5).transpose(1, 2)
     p1 = (torch.randn(1, 3, 100, device=device) * 1e5).transpose(1, 2)

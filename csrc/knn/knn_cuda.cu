@@ -17,6 +17,7 @@
 #include "common/distance.cuh"
 #include "common/warp_query.cuh"
 #include "knn/knn.h"
+#include "knn/warp_list.cuh"
 
 namespace m3ad {
 namespace {
@@ -208,25 +209,7 @@ __global__ void knn_warp_large_k(KnnParams p) {
         cand &= cand - 1;
         const T dj = __shfl_sync(0xffffffffu, d, src);
         if (!(dj < worst)) continue;  // an earlier insertion of this chunk raised the bar
-        // Insertion position: entries at <= dj stay ahead (equal distances have lower indices).
-        int ahead = 0;
-        for (int64_t s = lane; s < count; s += 32) ahead += dk[s] <= dj;
-        for (int m = 16; m > 0; m >>= 1) ahead += __shfl_xor_sync(0xffffffffu, ahead, m);
-        const int64_t pos = ahead, last = count < p.K ? count : p.K - 1;
-        // Entries [pos, last) move up by one, 32 at a time from the top: each round reads
-        // before anyone writes, and writes only slots the later rounds do not read.
-        for (int64_t top = last - 1; top >= pos; top -= 32) {
-          const int64_t s = top - lane;
-          T v = 0;
-          int64_t iv = -1;
-          if (s >= pos) v = dk[s], iv = ik[s];
-          __syncwarp();
-          if (s >= pos) dk[s + 1] = v, ik[s + 1] = iv;
-          __syncwarp();
-        }
-        if (lane == 0) dk[pos] = dj, ik[pos] = base + src;
-        count = count < p.K ? count + 1 : p.K;
-        __syncwarp();
+        warp_list_insert(dk, ik, count, p.K, dj, static_cast<int64_t>(base + src), lane);
         if (count == p.K) worst = dk[p.K - 1];
       }
     }

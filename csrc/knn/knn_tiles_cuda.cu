@@ -4,16 +4,20 @@
 // lane's list can still take one of its points. A walk per thread, as on the CPU, was 15x slower
 // on an H200 (16k x 16k, K = 16: 0.6 ms): its lanes drift apart and the warp then serialises
 // every lane's scans. K <= 32: the list lives in registers (unrolled insertion, the K-th entry
-// kept in two scalars for the pruning test); larger K: in the output row itself.
+// kept in two scalars for the pruning test); larger K: in the output row itself, kept by one
+// thread, or for few queries (32 < K <= 256) by a warp per query (knn_tiles_warp_list).
 #include <cuda_runtime.h>
 
 #include "common/cuda_utils.cuh"
+#include "common/warp_query.cuh"
 #include "knn/knn_tiles.h"
+#include "knn/warp_list.cuh"
 
 namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int64_t kWarpListMaxK = 256;  // as in knn_cuda.cu: beyond, the list shifts dominate
 
 template <typename T, int KB>
 struct NnRegList {
@@ -143,6 +147,68 @@ __global__ void knn_tiles_memory(KnnTilesParams p) {
   if (has_row) list.finish();
 }
 
+// Few queries, 32 < K <= 256: one warp per sorted query. The walk needs no vote (one query); each
+// tile's 32 points are tested one per lane, and the candidates go into the output row through
+// warp_list_insert, in any order (positions count entries by (distance, index)).
+template <typename T>
+__global__ void knn_tiles_warp_list(KnnTilesParams p) {
+  WarpQuery w;
+  if (!warp_query(p, w)) return;
+  const int lane = w.lane;
+  const int64_t b = w.b, out = b * p.P1 + p.order1[w.row];
+  T* dk = static_cast<T*>(p.dists) + out * p.K;
+  int64_t* ik = p.idx + out * p.K;
+  int64_t count = 0;  // the same in every lane
+  T wd = T(INFINITY);  // the K-th entry (INFINITY, -1 while the list is short)
+  int64_t wi = -1;
+  const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+  if (w.q < clamp_len(p.lengths1, b, p.P1) && n2 > 0) {
+    const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
+    const T* boxes = static_cast<const T*>(p.boxes) + b * p.tiles * 6;
+    const T* supers = static_cast<const T*>(p.supers) + b * p.super_tiles * 6;
+    const int64_t* order2 = p.order2 + b * p.P2;
+    const T* qp = static_cast<const T*>(p.p1) + w.row * 3;
+    const T q[3] = {qp[0], qp[1], qp[2]};
+    const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
+    int64_t h = p.home[w.row] / kKnnTile;
+    h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
+    int64_t up = h, down = h - 1;
+    bool up_turn = true;
+    while (up < nt || down >= 0) {
+      const bool go_up = down < 0 || (up < nt && up_turn);
+      up_turn = !up_turn;
+      const int64_t t = go_up ? up : down;
+      const int64_t s = t / kKnnSuper;
+      const bool entering = go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
+      if (entering && box_bound<T>(supers + s * 6, q, p.norm) > wd) {
+        if (go_up) up = (s + 1) * kKnnSuper;
+        else down = s * kKnnSuper - 1;
+        continue;
+      }
+      if (go_up) ++up;
+      else --down;
+      if (box_bound<T>(boxes + t * 6, q, p.norm) > wd) continue;
+      const int64_t j = t * kKnnTile + lane;
+      const T d = j < n2 ? dist3<T>(pts + j * 3, q, p.norm) : T(INFINITY);
+      const int64_t oi = j < n2 ? order2[j] : -1;
+      unsigned cand = __ballot_sync(kFull, nn_before(d, oi, wd, wi));  // never NaN or infinite
+      while (cand) {
+        const int src = __ffs(cand) - 1;
+        cand &= cand - 1;
+        const T dj = __shfl_sync(kFull, d, src);
+        const int64_t ij = __shfl_sync(kFull, static_cast<long long>(oi), src);
+        if (!nn_before(dj, ij, wd, wi)) continue;  // an earlier insertion raised the bar
+        warp_list_insert(dk, ik, count, p.K, dj, ij, lane);
+        if (count == p.K) wd = dk[p.K - 1], wi = ik[p.K - 1];
+      }
+    }
+  }
+  for (int64_t s = count + lane; s < p.K; s += 32) {
+    dk[s] = 0;
+    ik[s] = -1;
+  }
+}
+
 }  // namespace
 
 void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
@@ -156,6 +222,8 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
     else if (p.K <= 4) knn_tiles_registers<T, 4><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 16) knn_tiles_registers<T, 16><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 32) knn_tiles_registers<T, 32><<<grid, kThreads, 0, stream>>>(p);
+    else if (p.K <= kWarpListMaxK && warp_per_query_pays(p))
+      knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
     else knn_tiles_memory<T><<<grid, kThreads, 0, stream>>>(p);
     return 0;
   });

@@ -19,11 +19,12 @@ KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None
 
 
 # From this many points per cloud, the CUDA kNN of 3-D points sorts both sides along a Morton
-# curve and prunes by tile boxes (csrc/knn/knn_tiles.h) instead of scanning every point per query;
-# for K > 32 only with many queries: fewer (kWarpQueryMaxQueries in csrc/common/warp_query.cuh)
-# run one warp per query, which was 17x faster there on an H200 (16k points, 1024 queries, K = 128).
+# curve and prunes by tile boxes (csrc/knn/knn_tiles.h) instead of scanning every point per query.
+# With few queries (< kWarpQueryMaxQueries, csrc/common/warp_query.cuh) and K > 32, the kernels run
+# a warp per query, up to K = 256; beyond, the index-order scan serves them (a thread per query
+# keeping a long list was 17x slower than a warp per query on an H200: 1024 queries, K = 128).
 TILES_MIN_POINTS = 2048
-_WARP_MAX_QUERIES = 1 << 16
+_WARP_MAX_QUERIES, _WARP_LIST_MAX_K = 1 << 16, 256
 _TILE, _SUPER = 32, 32  # kKnnTile, kKnnSuper
 
 
@@ -61,7 +62,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     P2 = p2.shape[1]
     dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
     idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
-    if dists.numel() and D == 3 and P2 >= TILES_MIN_POINTS and (K <= 32 or B * P1 >= _WARP_MAX_QUERIES) \
+    if dists.numel() and D == 3 and P2 >= TILES_MIN_POINTS and (K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES) \
             and not host_kernels(p1):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
