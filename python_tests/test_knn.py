@@ -79,14 +79,17 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("norm", [1, 2])
-def test_sorted_tiles_path_matches_reference(device, dtype, norm):
+def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
     # CUDA kNN of 3-D clouds of >= TILES_MIN_POINTS points: both sides Morton-sorted, tiles skipped
     # by their boxes and visited out of index order (csrc/knn/knn_tiles.h). Exact only if the box
     # bound never exceeds a point's rounded distance and ties go by original index: lattices (many
     # equal distances, duplicates), tiny and wide coordinates, ragged, short and empty clouds,
     # queries outside the cloud's box and on its points. `_knn_tiles` runs the plan on any device
-    # (the CPU twin on CPU); knn_points takes it on CUDA.
+    # (the CPU twin on CPU); knn_points takes it on CUDA, here at any amount of work.
+    from mentor3ad_ext.ops import knn as knn_op
     from mentor3ad_ext.ops.knn import TILES_MIN_POINTS, _knn_tiles
+
+    monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
 
     g = torch.Generator().manual_seed(3)
     ax = torch.arange(12.0)

@@ -9,7 +9,8 @@
 #   bash scripts/gpu_check.sh all        # one call of ~8 minutes: CUDA tests and sanitizers side by
 #                                        # side, then the benchmarks alone; every step time-boxed so
 #                                        # that the logs come back (a session has 15 device minutes);
-#                                        # MEMCHECK, RACECHECK (op names) and BENCH (name:seconds)
+#                                        # TESTS (paths), MEMCHECK, RACECHECK (op names) and BENCH
+#                                        # (name:seconds; also descriptors, model, profile_knn)
 #                                        # narrow it for a rerun
 #
 # Logs and results go to $OUT (the device tool's output folder; ./gpu_out elsewhere).
@@ -73,14 +74,14 @@ case "$stage" in
     # else running. A step cut by its time box shows exit 124 in summary.txt.
     S=${PHASE1_S:-170}
     mkdir -p "$OUT/logs"
-    (timeout $S $PY -m pytest python_tests -q -p no:cacheprovider -k cuda -n 4 -rfE \
+    (timeout $S $PY -m pytest ${TESTS:-python_tests} -q -p no:cacheprovider -k cuda -n 4 -rfE \
        > "$OUT/logs/tests.log" 2>&1; echo "tests: exit $?" >> "$OUT/summary.txt") &
-    for t in ${MEMCHECK:-fps knn ball_query scatter interpolate interpolate_grid projection normals fpfh metrics}; do
+    for t in ${MEMCHECK-fps knn ball_query scatter interpolate interpolate_grid projection normals fpfh metrics}; do
       (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 --log-file "$OUT/logs/memcheck_$t.log" \
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
          > "$OUT/logs/memcheck_$t.out" 2>&1; echo "memcheck $t: exit $?" >> "$OUT/summary.txt") &
     done
-    for t in ${RACECHECK:-fps knn metrics}; do
+    for t in ${RACECHECK-fps knn metrics}; do
       (timeout $S compute-sanitizer --tool racecheck --error-exitcode 9 --log-file "$OUT/logs/racecheck_$t.log" \
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
          > "$OUT/logs/racecheck_$t.out" 2>&1; echo "racecheck $t: exit $?" >> "$OUT/summary.txt") &
@@ -88,16 +89,18 @@ case "$stage" in
     wait
     tail -4 "$OUT/logs/tests.log"
     # name:seconds; the 1M-point FPS case (slow on CPU) is included on the GPU
-    for nb in ${BENCH:-fps:60 knn:40 ball_query:25 interpolate_grid:40 metrics:35 projection:30}; do
-      b=${nb%:*} k=cuda
-      [ "$b" = projection ] && k=""  # one device per run: CUDA when present
-      MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout ${nb#*:} $PY -m pytest bench/bench_$b.py -q \
-        -p no:cacheprovider ${k:+-k $k} > "$OUT/logs/bench_$b.log" 2>&1; echo "bench $b: exit $?" >> "$OUT/summary.txt"
+    for nb in ${BENCH-fps:60 knn:40 ball_query:25 interpolate_grid:40 metrics:35 projection:30 descriptors:35 model:35}; do
+      b=${nb%:*} s=${nb#*:} k=cuda
+      case "$b" in
+        descriptors) timeout $s $PY bench/bench_descriptors.py --device cuda --threads 16 ;;
+        model) timeout $s $PY -m mentor3ad_ext.train.bench_model --device cuda ;;
+        profile_knn) timeout $s $PY scripts/profile_knn_tiles.py ;;
+        *) [ "$b" = projection ] && k=""  # one device per run: CUDA when present
+           MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout $s $PY -m pytest bench/bench_$b.py -q \
+             -p no:cacheprovider ${k:+-k $k} ;;
+      esac > "$OUT/logs/bench_$b.log" 2>&1
+      echo "bench $b: exit $?" >> "$OUT/summary.txt"
     done
-    timeout 35 $PY bench/bench_descriptors.py --device cuda --threads 16 > "$OUT/logs/bench_descriptors.log" 2>&1
-    echo "bench descriptors: exit $?" >> "$OUT/summary.txt"
-    timeout 35 $PY -m mentor3ad_ext.train.bench_model --device cuda > "$OUT/logs/bench_model.log" 2>&1
-    echo "bench model: exit $?" >> "$OUT/summary.txt"
     find bench/results -name '*.json' -newer "$OUT/nvidia-smi.txt" -exec cp -t "$OUT/logs" {} +
     tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
     cat "$OUT/summary.txt"

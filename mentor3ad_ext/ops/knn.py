@@ -18,14 +18,22 @@ KNN = namedtuple("KNN", ["dists", "idx", "knn"])
 KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None."
 
 
-# From this many points per cloud, the CUDA kNN of 3-D points sorts both sides along a Morton
-# curve and prunes by tile boxes (csrc/knn/knn_tiles.h) instead of scanning every point per query.
-# With few queries (< kWarpQueryMaxQueries, csrc/common/warp_query.cuh) and K > 32, the kernels run
-# a warp per query, up to K = 256; beyond, the index-order scan serves them (a thread per query
-# keeping a long list was 17x slower than a warp per query on an H200: 1024 queries, K = 128).
-TILES_MIN_POINTS = 2048
-_WARP_MAX_QUERIES, _WARP_LIST_MAX_K = 1 << 16, 256
+# The CUDA kNN of 3-D points can sort both sides along a Morton curve and prune by tile boxes
+# (csrc/knn/knn_tiles.h) instead of scanning every point per query. Its plan (two sorts, codes,
+# boxes) costs ~0.4 ms on an H200, so it takes over where the scan costs more: measured there,
+# 16k x 16k, K = 16: 1.0 vs 1.9 ms; 4096 queries over 100k, K = 32: 2.8 vs 4.4 ms; 100k x 100k,
+# K = 30: 3.0 vs 31 ms; 100k queries over 1M, K = 16: 4.8 vs 126 ms; but 1024 queries over 16k,
+# K = 128: 0.93 vs 0.63 ms. K > 32 with few queries runs a warp per query (up to K = 256).
+TILES_MIN_POINTS = 2048  # per cloud
+TILES_MIN_WORK = 1 << 27  # B * P1 * P2 of the scan, K <= 32; a quarter of it for larger K
+_WARP_MAX_QUERIES, _WARP_LIST_MAX_K = 1 << 16, 256  # kWarpQueryMaxQueries, kWarpListMaxK
 _TILE, _SUPER = 32, 32  # kKnnTile, kKnnSuper
+
+
+def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
+    if P2 < TILES_MIN_POINTS or B * P1 * P2 < (TILES_MIN_WORK if K <= 32 else TILES_MIN_WORK // 4):
+        return False
+    return K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES
 
 
 def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -> None:
@@ -62,8 +70,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     P2 = p2.shape[1]
     dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
     idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
-    if dists.numel() and D == 3 and P2 >= TILES_MIN_POINTS and (K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES) \
-            and not host_kernels(p1):
+    if dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
         dev, stream = device_args(p1)
