@@ -101,45 +101,85 @@ struct NnMemList {
   }
 };
 
-// Offers query `qs` (a sorted row of cloud b) every point of the tiles its list cannot rule out.
-template <typename T, typename List>
-M3AD_HD void tiles_search(const KnnTilesParams& p, int64_t b, int64_t qs, List& list) {
-  const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
-  if (n2 == 0) return;
-  const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
-  const T* qp = static_cast<const T*>(p.p1) + (b * p.P1 + qs) * 3;
-  const T q[3] = {qp[0], qp[1], qp[2]};
-  const T* boxes = static_cast<const T*>(p.boxes) + b * p.tiles * 6;
-  const int64_t* order2 = p.order2 + b * p.P2;
-  const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
-  int64_t h = p.home[b * p.P1 + qs] / kKnnTile;
-  h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
-  const T* supers = static_cast<const T*>(p.supers) + b * p.super_tiles * 6;
-  // Two walks from the home tile, taking turns: `up` to the last tile, `down` to the first. A walk
-  // entering a super-tile tests its box first and, if it is out of reach, jumps past it (the
-  // K-th distance only shrinks, so what is out of reach now stays so).
-  int64_t up = h, down = h - 1;
-  bool up_turn = true;
-  while (up < nt || down >= 0) {
-    const bool go_up = down < 0 || (up < nt && up_turn);
+// The order in which a search visits the tiles of a cloud of n2 sorted points: two walks from the
+// home tile taking turns, `up` to the last tile and `down` to the first. A walk entering a
+// super-tile may test its box first and, if it is out of reach, jump past it (the K-th distance
+// only shrinks, so what is out of reach now stays so). Usage:
+//   for (TileWalk w(home, n2); !w.done();) {
+//     if (w.next() && <super-tile w.t / kKnnSuper out of reach>) { w.skip_super(); continue; }
+//     w.take();
+//     ... tile w.t: points [w.t * kKnnTile, min((w.t + 1) * kKnnTile, n2)) ...
+//   }
+struct TileWalk {
+  int64_t nt, h, up, down, t = 0;
+  bool up_turn = true, go_up = true;
+  M3AD_HD TileWalk(int64_t home, int64_t n2) : nt((n2 + kKnnTile - 1) / kKnnTile) {
+    h = home / kKnnTile;
+    h = h >= nt ? nt - 1 : (h < 0 ? 0 : h);
+    up = h;
+    down = h - 1;
+  }
+  M3AD_HD bool done() const { return up >= nt && down < 0; }
+  // Picks the next tile `t`; true when the walk enters its super-tile with it.
+  M3AD_HD bool next() {
+    go_up = down < 0 || (up < nt && up_turn);
     up_turn = !up_turn;
-    const int64_t t = go_up ? up : down;
+    t = go_up ? up : down;
+    return go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
+  }
+  M3AD_HD void skip_super() {
     const int64_t s = t / kKnnSuper;
-    const bool entering = go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
-    if (entering && box_bound<T>(supers + s * 6, q, p.norm) > list.worst()) {
-      if (go_up) up = (s + 1) * kKnnSuper;
-      else down = s * kKnnSuper - 1;
-      continue;
-    }
+    if (go_up) up = (s + 1) * kKnnSuper;
+    else down = s * kKnnSuper - 1;
+  }
+  M3AD_HD void take() {
     if (go_up) ++up;
     else --down;
-    if (box_bound<T>(boxes + t * 6, q, p.norm) > list.worst()) continue;
+  }
+};
+
+// One cloud's share of the plan: its sorted points, their original indices, the boxes.
+template <typename T>
+struct TilesCloud {
+  const T* pts;
+  const int64_t* order2;
+  const T* boxes;
+  const T* supers;
+  int64_t n2;
+  M3AD_HD TilesCloud(const KnnTilesParams& p, int64_t b)
+      : pts(static_cast<const T*>(p.p2) + b * p.P2 * 3),
+        order2(p.order2 + b * p.P2),
+        boxes(static_cast<const T*>(p.boxes) + b * p.tiles * 6),
+        supers(static_cast<const T*>(p.supers) + b * p.super_tiles * 6),
+        n2(clamp_len(p.lengths2, b, p.P2)) {}
+  M3AD_HD T super_bound(int64_t t, const T* q, int norm) const { return box_bound<T>(supers + t / kKnnSuper * 6, q, norm); }
+  M3AD_HD T tile_bound(int64_t t, const T* q, int norm) const { return box_bound<T>(boxes + t * 6, q, norm); }
+  // Offers the list every point of tile t that it can take.
+  template <typename List>
+  M3AD_HD void offer_tile(int64_t t, const T* q, int norm, List& list) const {
     const int64_t j1 = (t + 1) * kKnnTile < n2 ? (t + 1) * kKnnTile : n2;
     for (int64_t j = t * kKnnTile; j < j1; ++j) {
-      const T d = dist3<T>(pts + j * 3, q, p.norm);
+      const T d = dist3<T>(pts + j * 3, q, norm);
       if (d > list.worst()) continue;
       list.insert(d, order2[j]);
     }
+  }
+};
+
+// Offers query `qs` (a sorted row of cloud b) every point of the tiles its list cannot rule out.
+template <typename T, typename List>
+M3AD_HD void tiles_search(const KnnTilesParams& p, int64_t b, int64_t qs, List& list) {
+  const TilesCloud<T> c(p, b);
+  if (c.n2 == 0) return;
+  const T* qp = static_cast<const T*>(p.p1) + (b * p.P1 + qs) * 3;
+  const T q[3] = {qp[0], qp[1], qp[2]};
+  for (TileWalk w(p.home[b * p.P1 + qs], c.n2); !w.done();) {
+    if (w.next() && c.super_bound(w.t, q, p.norm) > list.worst()) {
+      w.skip_super();
+      continue;
+    }
+    w.take();
+    if (!(c.tile_bound(w.t, q, p.norm) > list.worst())) c.offer_tile(w.t, q, p.norm, list);
   }
 }
 

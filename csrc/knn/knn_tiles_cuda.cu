@@ -72,46 +72,22 @@ __device__ __forceinline__ bool warp_rows(const KnnTilesParams& p, WarpRows& w) 
 
 template <typename T, typename List>
 __device__ void warp_search(const KnnTilesParams& p, const WarpRows& w, List& list) {
-  const int64_t n2 = clamp_len(p.lengths2, w.b, p.P2);
-  if (n2 == 0 || !__any_sync(kFull, w.active)) return;
-  const int64_t b = w.b;
-  const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
-  const T* boxes = static_cast<const T*>(p.boxes) + b * p.tiles * 6;
-  const T* supers = static_cast<const T*>(p.supers) + b * p.super_tiles * 6;
-  const int64_t* order2 = p.order2 + b * p.P2;
+  const TilesCloud<T> c(p, w.b);
+  if (c.n2 == 0 || !__any_sync(kFull, w.active)) return;
   T q[3] = {T(0), T(0), T(0)};
   if (w.active) {
-    const T* qp = static_cast<const T*>(p.p1) + (b * p.P1 + w.qs) * 3;
+    const T* qp = static_cast<const T*>(p.p1) + (w.b * p.P1 + w.qs) * 3;
     q[0] = qp[0], q[1] = qp[1], q[2] = qp[2];
   }
-  const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
   const int64_t first = w.qs - (threadIdx.x & 31);  // lane 0's query, valid when any lane is
-  int64_t h = p.home[b * p.P1 + first] / kKnnTile;
-  h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
-  // The walk of tiles_search (knn_tiles.h), taken by the whole warp.
-  int64_t up = h, down = h - 1;
-  bool up_turn = true;
-  while (up < nt || down >= 0) {
-    const bool go_up = down < 0 || (up < nt && up_turn);
-    up_turn = !up_turn;
-    const int64_t t = go_up ? up : down;
-    const int64_t s = t / kKnnSuper;
-    const bool entering = go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
-    if (entering && !__any_sync(kFull, w.active && !(box_bound<T>(supers + s * 6, q, p.norm) > list.worst()))) {
-      if (go_up) up = (s + 1) * kKnnSuper;
-      else down = s * kKnnSuper - 1;
+  for (TileWalk walk(p.home[w.b * p.P1 + first], c.n2); !walk.done();) {  // the same in every lane
+    if (walk.next() && !__any_sync(kFull, w.active && !(c.super_bound(walk.t, q, p.norm) > list.worst()))) {
+      walk.skip_super();
       continue;
     }
-    if (go_up) ++up;
-    else --down;
-    const bool need = w.active && !(box_bound<T>(boxes + t * 6, q, p.norm) > list.worst());
-    if (!__any_sync(kFull, need) || !need) continue;
-    const int64_t j1 = (t + 1) * kKnnTile < n2 ? (t + 1) * kKnnTile : n2;
-    for (int64_t j = t * kKnnTile; j < j1; ++j) {
-      const T d = dist3<T>(pts + j * 3, q, p.norm);
-      if (d > list.worst()) continue;
-      list.insert(d, order2[j]);
-    }
+    walk.take();
+    const bool need = w.active && !(c.tile_bound(walk.t, q, p.norm) > list.worst());
+    if (__any_sync(kFull, need) && need) c.offer_tile(walk.t, q, p.norm, list);
   }
 }
 
@@ -161,36 +137,22 @@ __global__ void knn_tiles_warp_list(KnnTilesParams p) {
   int64_t count = 0;  // the same in every lane
   T wd = T(INFINITY);  // the K-th entry (INFINITY, -1 while the list is short)
   int64_t wi = -1;
-  const int64_t n2 = clamp_len(p.lengths2, b, p.P2);
+  const TilesCloud<T> c(p, b);
+  const int64_t n2 = c.n2;
   if (w.q < clamp_len(p.lengths1, b, p.P1) && n2 > 0) {
-    const T* pts = static_cast<const T*>(p.p2) + b * p.P2 * 3;
-    const T* boxes = static_cast<const T*>(p.boxes) + b * p.tiles * 6;
-    const T* supers = static_cast<const T*>(p.supers) + b * p.super_tiles * 6;
-    const int64_t* order2 = p.order2 + b * p.P2;
     const T* qp = static_cast<const T*>(p.p1) + w.row * 3;
     const T q[3] = {qp[0], qp[1], qp[2]};
-    const int64_t nt = (n2 + kKnnTile - 1) / kKnnTile;
-    int64_t h = p.home[w.row] / kKnnTile;
-    h = h < 0 ? 0 : (h >= nt ? nt - 1 : h);
-    int64_t up = h, down = h - 1;
-    bool up_turn = true;
-    while (up < nt || down >= 0) {
-      const bool go_up = down < 0 || (up < nt && up_turn);
-      up_turn = !up_turn;
-      const int64_t t = go_up ? up : down;
-      const int64_t s = t / kKnnSuper;
-      const bool entering = go_up ? (t % kKnnSuper == 0 || t == h) : (t % kKnnSuper == kKnnSuper - 1 || t == h - 1);
-      if (entering && box_bound<T>(supers + s * 6, q, p.norm) > wd) {
-        if (go_up) up = (s + 1) * kKnnSuper;
-        else down = s * kKnnSuper - 1;
+    for (TileWalk walk(p.home[w.row], n2); !walk.done();) {
+      if (walk.next() && c.super_bound(walk.t, q, p.norm) > wd) {
+        walk.skip_super();
         continue;
       }
-      if (go_up) ++up;
-      else --down;
-      if (box_bound<T>(boxes + t * 6, q, p.norm) > wd) continue;
+      walk.take();
+      const int64_t t = walk.t;
+      if (c.tile_bound(t, q, p.norm) > wd) continue;
       const int64_t j = t * kKnnTile + lane;
-      const T d = j < n2 ? dist3<T>(pts + j * 3, q, p.norm) : T(INFINITY);
-      const int64_t oi = j < n2 ? order2[j] : -1;
+      const T d = j < n2 ? dist3<T>(c.pts + j * 3, q, p.norm) : T(INFINITY);
+      const int64_t oi = j < n2 ? c.order2[j] : -1;
       unsigned cand = __ballot_sync(kFull, nn_before(d, oi, wd, wi));  // never NaN or infinite
       while (cand) {
         const int src = __ffs(cand) - 1;
