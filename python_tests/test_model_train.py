@@ -161,3 +161,26 @@ def test_feature_cache_hits_and_fp16(synth, tmp_path):
     victim.write_bytes(b"garbage")
     extract_features(ds, (rgb, xyz), cache=cache, progress=False)
     assert rgb.calls == calls + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_train_evaluate_on_cuda_with_amp(synth, tmp_path):
+    # The whole pipeline on the GPU: extractors and the fast ops on CUDA, the heads under autocast
+    # (the config's default amp=True), the exact metrics on CUDA. The checkpoint loads on the CPU,
+    # and the CPU evaluation of it lands close to the GPU's numbers (autocast changes the last bits).
+    import math
+
+    cfg = tiny_config(train={"epochs": 4, "mfm_epochs": 2})
+    res = run_training(_run(synth, tmp_path / "gpu", tmp_path / "cache", config=cfg, device="cuda"))
+    assert res["device"].startswith("cuda")
+    entry = res["classes"]["cookie"]
+    for k in ("i_auroc", "p_auroc", "aupro@0.3", "aupro@0.01"):
+        assert 0.0 <= entry[k] <= 1.0
+    ck = load_checkpoint(tmp_path / "gpu" / "checkpoints" / "cookie.pt")
+    assert ck["stage"] == "done" and all(math.isfinite(v) for h in ck["history"] for v in h.values()
+                                         if isinstance(v, float))
+    ev = run_evaluation(_run(synth, tmp_path / "cpu_eval", tmp_path / "cache", device="cpu"),
+                        tmp_path / "gpu" / "checkpoints")
+    assert ev["device"] == "cpu"
+    assert ev["classes"]["cookie"]["p_auroc"] == pytest.approx(entry["p_auroc"], abs=0.02)
+
