@@ -104,8 +104,9 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
     l2 = torch.tensor([P2, P2 - 7, 33, 0], device=device)
     for K in (1, 4, 16, 30, 33, 100):  # registers up to 32, the output rows beyond
         got = _check(p1, p2, l1, l2, K=K, norm=norm)
-        twin = _knn_tiles(p1, p2, l1, l2, K, norm)
-        assert torch.equal(twin[1], got.idx) and torch.equal(twin[0], got.dists)
+        for mode in (0, 1, 2) if K > 32 else (0,):  # by size, thread per query, warp per query
+            twin = _knn_tiles(p1, p2, l1, l2, K, norm, mode)
+            assert torch.equal(twin[1], got.idx) and torch.equal(twin[0], got.dists), mode
         assert (got.idx[2] == -1).all() and (got.idx[3] == -1).all() and (got.idx[0, :, 1:] >= 0).all()
 
 

@@ -37,12 +37,12 @@ def plan(p1, p2, l1, l2):
     return p1s, p2s, order1, order2, boxes, supers, home
 
 
-def kernel(pl, l1, l2, d, i, K):
+def kernel(pl, l1, l2, d, i, K, list_mode=0):
     p1s, p2s, order1, order2, boxes, supers, home = pl
     B, P1, _ = p1s.shape
     dev, stream = device_args(p1s)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
-                  ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2,
+                  ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2, list_mode,
                   dtype_tag(p1s), dev, stream)
 
 
@@ -50,8 +50,8 @@ def main():
     torch.manual_seed(0)
     cases = [(16_000, 1024, 128), (100_000, 4096, 32), (16_000, 16_000, 16), (100_000, 100_000, 30),
              (100_000, 100_000, 100), (1_000_000, 100_000, 16)]
-    print("| N | Q | K | whole call | plan | kernel | index-order scan | cdist+topk |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists | index-order scan | cdist+topk |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for N, Q, K in cases:
         p2 = torch.rand(1, N, 3, device="cuda")
         p1 = p2[:, :Q].clone() if Q == N else torch.rand(1, Q, 3, device="cuda")
@@ -64,13 +64,17 @@ def main():
             d = torch.empty(1, Q, K, device="cuda")
             i = torch.empty(1, Q, K, dtype=torch.int64, device="cuda")
             t_kernel = timed(lambda: kernel(pl, l1, l2, d, i, K))
+            # K > 32: the two list keepers, whichever the size picks (K <= 32 always uses registers)
+            t_thread = timed(lambda: kernel(pl, l1, l2, d, i, K, 1), reps=5) if K > 32 else float("nan")
+            t_warp = timed(lambda: kernel(pl, l1, l2, d, i, K, 2), reps=5) if K > 32 else float("nan")
             saved, knn_op.TILES_MIN_POINTS = knn_op.TILES_MIN_POINTS, 1 << 62
             try:
                 scan = timed(lambda: m.knn_points(p1, p2, l1, l2, K=K), reps=3)
             finally:
                 knn_op.TILES_MIN_POINTS = saved
         cd = timed(lambda: torch.cdist(p1, p2).topk(K, dim=-1, largest=False), reps=3) if Q * N <= 2e9 else float("nan")
-        print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {scan:.3f} | {cd:.3f} |", flush=True)
+        print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {t_thread:.3f} | {t_warp:.3f} "
+              f"| {scan:.3f} | {cd:.3f} |", flush=True)
     p2 = torch.rand(1, 16_000, 3, device="cuda")
     l = torch.tensor([16_000], device="cuda")
     with m.value_checks(False), torch.profiler.profile(

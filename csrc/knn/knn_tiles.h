@@ -36,6 +36,9 @@ struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D
   int64_t tiles = 0;                // tiles per cloud: ceil(P2 / kKnnTile)
   const void* supers = nullptr;     // (B, super_tiles, 6): the box of each kKnnSuper tiles
   int64_t super_tiles = 0;          // ceil(tiles / kKnnSuper)
+  // K > 32 on CUDA: 0 picks by size; 1: a thread per query keeps its list; 2: a warp per query.
+  // For measurements and tests (the CPU twin has one way).
+  int list_mode = 0;
 };
 
 void knn_tiles_cpu(const KnnTilesParams& p);

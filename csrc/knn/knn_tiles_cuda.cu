@@ -184,7 +184,7 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
     else if (p.K <= 4) knn_tiles_registers<T, 4><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 16) knn_tiles_registers<T, 16><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 32) knn_tiles_registers<T, 32><<<grid, kThreads, 0, stream>>>(p);
-    else if (p.K <= kWarpListMaxK && warp_per_query_pays(p))
+    else if (p.list_mode == 2 || (p.list_mode == 0 && p.K <= kWarpListMaxK && warp_per_query_pays(p)))
       knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
     else knn_tiles_memory<T><<<grid, kThreads, 0, stream>>>(p);
     return 0;

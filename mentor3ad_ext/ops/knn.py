@@ -36,9 +36,10 @@ def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
     return K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES
 
 
-def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -> None:
+def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, list_mode: int = 0) -> None:
     """The sorted-tiles plan (all on the inputs' device, no synchronisation) and its kernel; fills
-    dists/idx in the queries' own rows and with the points' own indices."""
+    dists/idx in the queries' own rows and with the points' own indices. `list_mode` (CUDA, K > 32):
+    0 by size, 1 a thread per query, 2 a warp per query."""
     B, P1, _ = p1.shape
     P2 = p2.shape[1]
     frame = morton_frame(p2, lengths2)
@@ -50,16 +51,17 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int) -
     dev, stream = device_args(p1)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
                   ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, P2, K, boxes.shape[1], supers.shape[1],
-                  norm, dtype_tag(p1), dev, stream)
+                  norm, list_mode, dtype_tag(p1), dev, stream)
 
 
-def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2):
-    """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests."""
+def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int = 0):
+    """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests
+    and measurements."""
     B, P1, _ = p1.shape
     dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
     idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
     if dists.numel():
-        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
+        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode)
     return dists, idx
 
 
