@@ -1,4 +1,5 @@
-"""Helpers of the descriptor ops: a spatially coherent query order and organized-cloud packing.
+"""Spatial helpers: Morton codes and orders, the tile boxes of the CUDA kNN's sorted-tiles plan
+(csrc/knn/tiles_plan.h), and organized-cloud packing for the descriptor ops.
 
 Spatial order: the kNN search and the per-point kernels run their queries in Morton (Z-curve)
 order of the points, so that consecutive queries touch the same KD-tree leaves and neighbour
