@@ -8,7 +8,7 @@
 
 #include "ball_query/ball_query.h"
 #include "common/cuda_utils.cuh"
-#include "common/distance.cuh"
+#include "common/distance.h"
 #include "common/warp_query.cuh"
 
 namespace m3ad {

@@ -14,7 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "common/cuda_utils.cuh"
-#include "common/distance.cuh"
+#include "common/distance.h"
 #include "common/warp_query.cuh"
 #include "knn/knn.h"
 #include "knn/warp_list.cuh"
@@ -23,9 +23,6 @@ namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
-// Large-K warp path up to this K: each insertion shifts up to K/32 entries per lane, so beyond a
-// few hundred the list maintenance dominates (a full sort would be the better tool there).
-constexpr int64_t kWarpListMaxK = 256;
 
 template <typename T, int KB>
 __device__ __forceinline__ void init_top(T (&dk)[KB], int64_t (&ik)[KB]) {

@@ -9,7 +9,7 @@
 // query scans a few dozen points instead of the whole cloud. Boxes of kKnnSuper consecutive
 // tiles let a walk skip a whole run of tiles with one test (1M points: 977 tests, not 31k).
 //
-// Exactness: box_bound() rounds the same operations in the same order as dist3() (an axis gap is
+// Exactness: box_bound() rounds the same operations in the same order as point_dist() (an axis gap is
 // |p - q| at the box face, and rounding is monotone), so it never exceeds the computed distance of
 // a point inside the box; a tile is skipped only when its bound is strictly larger than the K-th
 // distance, which keeps points that tie with it. Tiles are visited out of index order, so the
@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/distance.h"
 #include "common/host_device.h"
 #include "common/launch.h"
 #include "knn/knn.h"
@@ -50,20 +51,7 @@ M3AD_HD bool nn_before(T d, int64_t i, T d2, int64_t i2) {
   return d < d2 || (d == d2 && i < i2);
 }
 
-template <typename T>
-M3AD_HD T nn_term(T diff, int norm) {
-  return norm == 1 ? (diff < 0 ? -diff : diff) : diff * diff;
-}
-
-// The distance of common/distance.cuh and the CPU kernels for D = 3, in their operation order.
-template <typename T>
-M3AD_HD T dist3(const T* a, const T* q, int norm) {
-  T d = nn_term<T>(a[0] - q[0], norm);
-  d = d + nn_term<T>(a[1] - q[1], norm);
-  return d + nn_term<T>(a[2] - q[2], norm);
-}
-
-// A lower bound of dist3(a, q) for every a in the box, computed with the same rounded steps.
+// A lower bound of point_dist<T, 3>(a, q) for every a in the box, computed with the same rounded steps.
 template <typename T>
 M3AD_HD T box_bound(const T* box, const T* q, int norm) {
   T g[3];
@@ -71,9 +59,9 @@ M3AD_HD T box_bound(const T* box, const T* q, int norm) {
     const T lo = box[j], hi = box[3 + j];
     g[j] = q[j] < lo ? lo - q[j] : (q[j] > hi ? hi - q[j] : T(0));
   }
-  T d = nn_term<T>(g[0], norm);
-  d = d + nn_term<T>(g[1], norm);
-  return d + nn_term<T>(g[2], norm);
+  T d = norm_term(g[0], norm);
+  d = d + norm_term(g[1], norm);
+  return d + norm_term(g[2], norm);
 }
 
 // A sorted top-K list in memory (the output row itself), any K.
@@ -162,7 +150,7 @@ struct TilesCloud {
   M3AD_HD void offer_tile(int64_t t, const T* q, int norm, List& list) const {
     const int64_t j1 = (t + 1) * kKnnTile < n2 ? (t + 1) * kKnnTile : n2;
     for (int64_t j = t * kKnnTile; j < j1; ++j) {
-      const T d = dist3<T>(pts + j * 3, q, norm);
+      const T d = point_dist<T, 3>(pts + j * 3, q, 3, norm);
       if (d > list.worst()) continue;
       list.insert(d, order2[j]);
     }

@@ -19,7 +19,6 @@ namespace m3ad {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int64_t kWarpListMaxK = 256;  // as in knn_cuda.cu: beyond, the list shifts dominate
 
 template <typename T, int KB>
 struct NnRegList {
@@ -153,7 +152,7 @@ __global__ void knn_tiles_warp_list(KnnTilesParams p) {
       const int64_t t = walk.t;
       if (c.tile_bound(t, q, p.norm) > wd) continue;
       const int64_t j = t * kKnnTile + lane;
-      const T d = j < n2 ? dist3<T>(c.pts + j * 3, q, p.norm) : T(INFINITY);
+      const T d = j < n2 ? point_dist<T, 3>(c.pts + j * 3, q, 3, p.norm) : T(INFINITY);
       const int64_t oi = j < n2 ? c.order2[j] : -1;
       unsigned cand = __ballot_sync(kFull, nn_before(d, oi, wd, wi));  // never NaN or infinite
       while (cand) {

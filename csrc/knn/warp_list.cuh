@@ -11,6 +11,10 @@
 
 namespace m3ad {
 
+// Warp lists up to this K: each insertion shifts up to K/32 entries per lane, so beyond a few
+// hundred the list maintenance dominates (a full sort would be the better tool there).
+constexpr int64_t kWarpListMaxK = 256;
+
 // Inserts (dj, ij), which must come before the list's K-th entry when the list is full. `count`
 // is the same in every lane, before and after. Ends with __syncwarp, so the list can be read.
 template <typename T>
