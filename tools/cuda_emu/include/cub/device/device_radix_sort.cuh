@@ -78,14 +78,10 @@ struct DeviceRadixSort {
   template <typename K, typename V, typename NumItemsT>
   static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, DoubleBuffer<K>& d_keys,
                                DoubleBuffer<V>& d_values, NumItemsT num_items, int begin_bit = 0,
-                               int end_bit = sizeof(K) * 8, cudaStream_t /*stream*/ = 0) {
-    if (!emu_detail::valid_bit_range<K>(begin_bit, end_bit)) return cudaErrorInvalidValue;
-    size_t n = 0;
-    bool done = false;
-    const cudaError_t err = emu_detail::begin_call(d_temp_storage, temp_storage_bytes, num_items, n, done);
-    if (done) return err;
-    emu_detail::sort_pairs<K, V>(d_keys.Current(), d_values.Current(), d_keys.Alternate(), d_values.Alternate(), n,
-                                 begin_bit, end_bit);
+                               int end_bit = sizeof(K) * 8, cudaStream_t stream = 0) {
+    const cudaError_t err = SortPairs(d_temp_storage, temp_storage_bytes, d_keys.Current(), d_keys.Alternate(),
+                                      d_values.Current(), d_values.Alternate(), num_items, begin_bit, end_bit, stream);
+    if (err != cudaSuccess || d_temp_storage == nullptr) return err;  // an error or a size query: no sort
     d_keys.selector ^= 1;
     d_values.selector ^= 1;
     return cudaSuccess;
