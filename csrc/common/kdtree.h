@@ -14,6 +14,7 @@
 
 #include "common/launch.h"
 #include "common/parallel.h"
+#include "common/select_nth.h"
 
 namespace m3ad {
 
@@ -100,7 +101,7 @@ class KdTree {
   }
 
  private:
-  // 32-bit indices keep a float record at 16 bytes: nth_element moves a third less memory.
+  // 32-bit indices keep a float record at 16 bytes: a median selection moves a third less memory.
   struct Rec {
     T c[D];
     int32_t index;
@@ -128,7 +129,7 @@ class KdTree {
 
   // Split axes come from "loose" boxes (the parent's box cut at the split value, no scan); the
   // tight boxes used for pruning are computed bottom-up once the records are in place. Each
-  // level therefore costs one nth_element pass, not an extra min/max scan of every point.
+  // level therefore costs one median selection, not an extra min/max scan of every point.
 
   void build_parallel(Rec* recs, int64_t n) {
     Box root;
@@ -210,8 +211,7 @@ class KdTree {
     for (int j = 1; j < D; ++j)
       if (t.box.hi[j] - t.box.lo[j] > t.box.hi[axis] - t.box.lo[axis]) axis = j;
     const int64_t mid = t.b + (t.e - t.b) / 2;
-    std::nth_element(recs + t.b, recs + mid, recs + t.e,
-                     [axis](const Rec& x, const Rec& y) { return x.c[axis] < y.c[axis]; });
+    select_nth(recs + t.b, recs + mid, recs + t.e, [axis](const Rec& x) { return x.c[axis]; });
     const T cut = recs[mid].c[axis];
     const int32_t l = t.id + 1;
     const int32_t r = static_cast<int32_t>(l + subtree_nodes(mid - t.b));
