@@ -38,6 +38,13 @@ build() {
 }
 
 build
+# Open3D for the descriptor benchmarks, when carried (scripts/pack_open3d_for_gpu.sh): the peer
+# then runs on this machine's cores instead of being compared from another machine.
+if [ -f gpu_peers/open3d.tar.xz ] && ! $PY -c "import open3d" 2>/dev/null; then
+  mkdir -p /tmp/gpu_peers && tar xJf gpu_peers/open3d.tar.xz -C /tmp/gpu_peers
+  export PYTHONPATH=$PYTHONPATH:/tmp/gpu_peers
+  $PY -c "import open3d; print('open3d', open3d.__version__)" | tee "$OUT/open3d.txt"
+fi
 case "$stage" in
   test)
     $PY -m pytest python_tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/tests.log"
