@@ -107,6 +107,26 @@ def test_large_ragged_clouds_with_ties_across_chunks(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,P", [(torch.float32, 2049), (torch.float32, 4097), (torch.float32, 16384),
+                                     (torch.float32, 19000), (torch.float32, 20000), (torch.float64, 8192),
+                                     (torch.float64, 8193)])
+def test_cloud_sizes_of_the_shared_memory_path(device, dtype, P):
+    # CUDA keeps 3-D clouds of 2049 to ~19k float32 points (8192 float64) in shared memory, each
+    # thread owning points t, t + 1024, ...: every points-per-thread variant, sizes just past the
+    # float32 (227 KiB on an H100/H200) and float64 limits, exact ties between threads (a lattice
+    # repeated), a cloud shorter than the batch's P, an empty one, per-cloud K and start indices,
+    # and a cloud of duplicated points sampled whole (selected points are never picked again).
+    g = torch.stack(torch.meshgrid(*[torch.arange(20.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lattice = torch.cat([g] * (P // len(g) + 1))[:P]
+    dup = torch.cat([g[:750], g[:750], lattice])[:P]  # 750 positions twice: K = 1500 takes all
+    pts = torch.stack([lattice, torch.rand(P, 3) * 19, dup, lattice.flip(0)]).to(device, dtype)
+    lengths = torch.tensor([P, P // 2, 1500, 0], device=device)
+    K = torch.tensor([40, 33, 1500, 3], device=device)
+    _, idx = _check(pts, lengths, K=K, start_idx=torch.tensor([P - 1, 5, 0, 0], device=device))
+    assert len(set(idx[2].tolist())) == 1500 and (idx[3] == -1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("D", [1, 2, 5])
 def test_other_dims(device, D):
     _check(torch.randn(3, 300, D, device=device), K=30)

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -63,7 +65,8 @@ namespace {
 constexpr size_t kStackBytes = size_t{256} << 10;
 constexpr size_t kGuardBytes = 4096;
 constexpr int kMaxThreads = 1024;
-constexpr size_t kMaxDynamicSmem = 48 << 10;
+constexpr size_t kDefaultDynamicSmem = 48 << 10;  // without an opt-in
+constexpr size_t kMaxDynamicSmem = 227 << 10;     // sm_90's opt-in limit
 constexpr size_t kMaxStaticSmem = 48 << 10;
 constexpr size_t kBlockMemory = kMaxStaticSmem + kMaxDynamicSmem + 4096;
 
@@ -321,13 +324,27 @@ bool run_block(const char* name) {
   return false;
 }
 
-std::string geometry_error(dim3 g, dim3 b, size_t smem) {
+// Per-kernel opt-ins (cudaFuncAttributeMaxDynamicSharedMemorySize); host threads may launch
+// concurrently, hence the lock.
+std::mutex attr_mutex;
+std::map<const void*, size_t> smem_optin;
+
+size_t dynamic_smem_limit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(attr_mutex);
+  const auto it = smem_optin.find(kernel);
+  return it == smem_optin.end() ? kDefaultDynamicSmem : it->second;
+}
+
+std::string geometry_error(const void* kernel, dim3 g, dim3 b, size_t smem) {
   const uint64_t threads = uint64_t{b.x} * b.y * b.z;
   if (threads == 0 || threads > kMaxThreads || b.x > 1024 || b.y > 1024 || b.z > 64)
     return "invalid block " + std::to_string(b.x) + "x" + std::to_string(b.y) + "x" + std::to_string(b.z);
   if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
     return "invalid grid " + std::to_string(g.x) + "x" + std::to_string(g.y) + "x" + std::to_string(g.z);
-  if (smem > kMaxDynamicSmem) return "dynamic shared memory " + std::to_string(smem) + " > 48 KiB";
+  const size_t limit = dynamic_smem_limit(kernel);
+  if (smem > limit)
+    return "dynamic shared memory " + std::to_string(smem) + " > the kernel's limit of " + std::to_string(limit) +
+           (limit == kDefaultDynamicSmem ? " (48 KiB without cudaFuncAttributeMaxDynamicSharedMemorySize)" : "");
   return "";
 }
 
@@ -344,10 +361,10 @@ void trace(const char* name, dim3 g, dim3 b) {
 
 }  // namespace
 
-void run_grid(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx) {
+void run_grid(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx) {
   if (sched().cur >= 0) throw std::logic_error("cuda emulator: kernel launched from device code");
   trace(name, grid, block);
-  const std::string geo = geometry_error(grid, block, smem);
+  const std::string geo = geometry_error(kernel, grid, block, smem);
   if (!geo.empty()) {
     std::fprintf(stderr, "cuda emulator: launch of %s: %s\n", name, geo.c_str());
     last_error = cudaErrorInvalidConfiguration;
@@ -507,6 +524,22 @@ cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
   return cudaSuccess;
 }
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0 || attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) return cudaErrorInvalidValue;
+  *value = static_cast<int>(emu::kMaxDynamicSmem);
+  return cudaSuccess;
+}
+
+namespace emu {
+cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || static_cast<size_t>(value) > kMaxDynamicSmem)
+    return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(attr_mutex);
+  smem_optin[kernel] = static_cast<size_t>(value);
+  return cudaSuccess;
+}
+}  // namespace emu
 
 cudaError_t cudaGetLastError() {
   const cudaError_t e = emu::last_error;

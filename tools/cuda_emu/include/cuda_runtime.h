@@ -69,10 +69,25 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize();
 
+// Dynamic shared memory above 48 KiB needs a per-kernel opt-in, as on the device; the emulated
+// device's opt-in limit is an sm_90's (227 KiB).
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+namespace emu {
+cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value);
+}
+template <typename... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
+  return emu::set_func_attribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+
 namespace emu {
 
 // Runs body() once per thread of every block of the grid; errors land in cudaGetLastError().
-void run_grid(const char* name, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
+// `kernel` identifies the kernel for its attributes (cudaFuncSetAttribute).
+void run_grid(const char* name, const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*),
+              void* ctx);
 void* dynamic_smem();
 // The block's instance of the static shared variable `name` (allocated by its first thread).
 void* shared_alloc(const char* name, size_t bytes, size_t align);
@@ -105,7 +120,7 @@ struct Launch {
   void operator()(void (*kernel)(P...), A&&... args) const {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     Bound<P...> b{kernel, std::tuple<std::decay_t<P>...>(static_cast<std::decay_t<P>>(std::forward<A>(args))...)};
-    run_grid(name, grid, block, smem, &Bound<P...>::call, &b);
+    run_grid(name, reinterpret_cast<const void*>(kernel), grid, block, smem, &Bound<P...>::call, &b);
   }
 };
 

@@ -250,6 +250,22 @@ __global__ void dyn_bytes_kernel(unsigned bytes, unsigned* checksum, unsigned lo
   if (t == 0) addr[blockIdx.x] = reinterpret_cast<unsigned long long>(raw);
 }
 
+// Runs dyn_bytes_kernel over `bytes` of dynamic shared memory and checks its checksums.
+static void check_dyn_bytes(unsigned bytes) {
+  const unsigned blocks = 2, n = 192;
+  std::vector<unsigned> sums(blocks, 0);
+  std::vector<unsigned long long> addr(blocks, 1);
+  cudaStream_t stream = nullptr;
+  dyn_bytes_kernel<<<blocks, n, bytes, stream>>>(bytes, sums.data(), addr.data());
+  CHECK_MSG(cudaGetLastError() == cudaSuccess, "bytes=%u", bytes);
+  for (unsigned b = 0; b < blocks; ++b) {
+    unsigned e = 0;
+    for (unsigned i = 0; i < bytes; ++i) e += ((i * 31u + b) & 0xff) * (i + 1);
+    CHECK_MSG(sums[b] == e, "dyn bytes=%u block %u: %u != %u", bytes, b, sums[b], e);
+    CHECK_MSG(addr[b] % 16 == 0, "alignas(16) dyn smem misaligned: %llx", addr[b]);
+  }
+}
+
 static void test_section3() {
   const int counts[] = {1, 100, 3000, 12288};  // 12288 ints = 48 KiB
   const unsigned threads[] = {1, 64, 256, 1024};
@@ -272,20 +288,7 @@ static void test_section3() {
       CHECK_MSG(addr[0] % 16 == 0, "dyn smem misaligned: %llx", addr[0]);
     }
   const unsigned byte_sizes[] = {1, 1001, 48 * 1024};
-  for (unsigned bytes : byte_sizes) {
-    const unsigned blocks = 2, n = 192;
-    std::vector<unsigned> sums(blocks, 0);
-    std::vector<unsigned long long> addr(blocks, 1);
-    cudaStream_t stream = nullptr;
-    dyn_bytes_kernel<<<blocks, n, bytes, stream>>>(bytes, sums.data(), addr.data());
-    CHECK_MSG(cudaGetLastError() == cudaSuccess, "bytes=%u", bytes);
-    for (unsigned b = 0; b < blocks; ++b) {
-      unsigned e = 0;
-      for (unsigned i = 0; i < bytes; ++i) e += ((i * 31u + b) & 0xff) * (i + 1);
-      CHECK_MSG(sums[b] == e, "dyn bytes=%u block %u: %u != %u", bytes, b, sums[b], e);
-      CHECK_MSG(addr[b] % 16 == 0, "alignas(16) dyn smem misaligned: %llx", addr[b]);
-    }
-  }
+  for (unsigned bytes : byte_sizes) check_dyn_bytes(bytes);
 }
 
 // ============================================================================================
@@ -661,6 +664,27 @@ static void test_section6() {
   expect_config_error(dim3(1, 1, 65536), 32, 0, "grid.z 65536");
   expect_config_error(dim3(0), 32, 0, "grid.x 0");
   expect_config_error(1, 32, 48 * 1024 + 1, "48 KiB + 1 of dynamic shared memory");
+  // Above 48 KiB a kernel needs its opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize), at most
+  // the device's limit; the opt-in is per kernel.
+  int optin = 0;
+  CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  CHECK_MSG(optin == 227 * 1024, "opt-in limit %d", optin);
+  CHECK(cudaFuncSetAttribute(dyn_bytes_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin + 1) ==
+        cudaErrorInvalidValue);
+  {
+    const unsigned big = 100 * 1024;
+    std::vector<unsigned> sums(2, 0);
+    std::vector<unsigned long long> addr(2, 0);
+    dyn_bytes_kernel<<<2, 192, big>>>(big, sums.data(), addr.data());
+    CHECK_MSG(addr[0] == 0 && cudaGetLastError() == cudaErrorInvalidConfiguration, "100 KiB without the opt-in ran");
+    CHECK(cudaFuncSetAttribute(dyn_bytes_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, big) == cudaSuccess);
+    check_dyn_bytes(big);
+    dyn_bytes_kernel<<<2, 192, big + 1>>>(big + 1, sums.data(), addr.data());
+    CHECK_MSG(cudaGetLastError() == cudaErrorInvalidConfiguration, "one byte over the opt-in ran");
+    CHECK(cudaFuncSetAttribute(dyn_bytes_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin) == cudaSuccess);
+    check_dyn_bytes(static_cast<unsigned>(optin));
+  }
+  expect_config_error(1, 32, 48 * 1024 + 1, "48 KiB + 1 for a kernel without an opt-in");
   expect_good_launch_after("configuration errors");
 
   // A bad launch, then a good one, then cudaGetLastError: the error is still reported.
