@@ -1,7 +1,7 @@
 """Every CUDA kernel once, on small inputs, for the emulator's ThreadSanitizer build.
 
 TSan's cost grows with the number of CUDA threads that synchronise, so the full test suite is
-far too slow under it; this touches every kernel and path (FPS single- and multi-block, kNN
+far too slow under it; this touches every kernel and path (FPS single-block, resident and multi-block, kNN
 thread/warp/large-K, ball query thread/warp, metrics, scatter plans and reductions, projection,
 normals, FPFH, interpolate_to_grid) with outputs checked against the CPU kernels' results
 computed first. See README.md here for the command line.
@@ -37,6 +37,7 @@ def both(fn):
 
 # Inputs are made once: every case runs twice and must see the same data.
 x = torch.rand(2, 700, 3)
+mid = torch.rand(1, 3000, 3)
 big = torch.rand(1, 33_000, 3)
 grid = torch.rand(2, 64, 64, 3)
 maps, masks = torch.rand(3, 40, 40), torch.rand(3, 40, 40) > 0.7
@@ -49,6 +50,10 @@ centers, center_feats = torch.rand(2, 32, 3), torch.randn(2, 32, 5)
 
 def fps_small():
     return m.sample_farthest_points(x, K=16)[1]
+
+
+def fps_resident():
+    return m.sample_farthest_points(mid, K=6)[1]
 
 
 def fps_multi_block():
@@ -90,7 +95,7 @@ def interpolate_grid():
     return m.interpolate_to_grid(centers, center_feats, grid, k=3, out_size=(8, 8))
 
 
-for case in (fps_small, fps_multi_block, knn_paths, ball_paths, metrics, scatter_and_projection, descriptors,
+for case in (fps_small, fps_resident, fps_multi_block, knn_paths, ball_paths, metrics, scatter_and_projection, descriptors,
              interpolate_grid):
     both(case)
     print("ok", case.__name__, flush=True)
