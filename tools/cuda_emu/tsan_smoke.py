@@ -2,7 +2,7 @@
 
 TSan's cost grows with the number of CUDA threads that synchronise, so the full test suite is
 far too slow under it; this touches every kernel and path (FPS single- and multi-block, kNN
-thread/warp/large-K, ball query thread/warp, metrics, scatter plans and reductions, projection,
+thread/warp/large-K/block select, ball query thread/warp, metrics, scatter plans and reductions, projection,
 normals, FPFH, interpolate_to_grid) with outputs checked against the CPU kernels' results
 computed first. See README.md here for the command line.
 """
@@ -56,8 +56,12 @@ def fps_multi_block():
 
 
 def knn_paths():
+    from mentor3ad_ext.ops.knn import SELECT_NEVER, _knn_scan
+
+    dup = torch.cat([x[:, :350], x[:, :350]], 1)  # duplicates: the block select splits index bits
     return (m.knn_points(x[:, :40], x, K=8).idx, m.knn_points(x[:, :40], x[:, :100], K=3).idx,
-            m.knn_points(x[:, :20], x, K=40).idx)
+            m.knn_points(x[:, :20], x, K=40).idx, m.knn_points(x[:, :3], dup, K=100).idx,  # block select
+            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1])  # warp lists
 
 
 def ball_paths():
