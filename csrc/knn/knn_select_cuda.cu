@@ -4,14 +4,14 @@
 // passes over the cloud with nothing that grows per candidate, where the list paths pay up to K
 // moves for every point that enters the top K.
 //
-// Keys: a distance other than NaN is >= +0 once -0 is made +0, so its bit pattern orders like its value;
-// with the point's index in the low 32 bits every key is unique and keys order as (distance,
-// index), the contract's order, so neither the selection nor the sort needs a tie rule. NaN
-// distances (NaN inputs with value checks off) are no candidates, as in the CPU kernels; a distance
-// that overflows to inf (finite but huge coordinates) is one, ordered after the finite ones, as in
-// the CPU kernels and the reference. Distances are recomputed in every pass by the shared point_dist (built with
-// --fmad=false), so every pass, and every other path, sees the same rounded value, and the block
-// keeps only the K keys.
+// Keys: a distance other than NaN is >= +0 once -0 is made +0, so its bit pattern orders like its
+// value; with the point's index in the low 32 bits every key is unique and keys order as
+// (distance, index), the contract's order, so neither the selection nor the sort needs a tie rule.
+// NaN distances (NaN inputs with value checks off) are no candidates, as in the CPU kernels; a
+// distance that overflows to inf (finite but huge coordinates) is one, after the finite ones, as
+// in the CPU kernels and the reference. Distances are recomputed in every pass by the shared
+// point_dist (built with --fmad=false), so every pass, and every other path, sees the same rounded
+// value, and the block keeps only the K keys.
 #include <cuda_runtime.h>
 
 #include "common/cuda_utils.cuh"
@@ -27,8 +27,9 @@ static_assert(kBlockSelectListMaxK == kWarpListMaxK, "knn_select.h mirrors the w
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-// 11-bit digits: a float distance's 31 value bits in three passes, and in practice the first two
-// (exponent and 3 mantissa bits, then 11 more) already leave the K-th key alone in its bin.
+// 11-bit digits: a float distance's 31 value bits in three passes; on spread-out clouds the first
+// two (exponent and 3 mantissa bits, then 11 more) should already leave the K-th key alone in its
+// bin (a prediction: no GPU has counted the passes yet). Ties go on into the index bits.
 constexpr int kDigitBits = 11;
 constexpr int kBins = 1 << kDigitBits;
 constexpr int kBinsPerThread = kBins / kThreads;
