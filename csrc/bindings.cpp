@@ -21,6 +21,7 @@
 #include "fpfh/fpfh.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
+#include "knn/knn_select.h"
 #include "knn/knn_tiles.h"
 #include "knn/tiles_plan.h"
 #include "metrics/metrics.h"
@@ -239,10 +240,11 @@ Params pair_query(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t leng
 }
 
 void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
-         uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int dtype,
-         int device, uintptr_t stream) {
+         uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t D, int64_t K, int norm, int select_mode,
+         int dtype, int device, uintptr_t stream) {
   auto p = pair_query<m3ad::KnnParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, D, K, dtype);
   p.norm = norm;
+  p.select_mode = select_mode;
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
 }
 
@@ -481,6 +483,8 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.def("pixel_corners_backward", &pixel_corners_backward, nogil);
   // ---- knn ----
   m.def("knn", &knn, nogil);
+  // The CUDA kNN's block-select rule, for the adapter's choice against the sorted tiles.
+  m.def("knn_block_select_pays", &m3ad::knn_block_select_pays);
   m.def("knn_tiles", &knn_tiles, nogil);
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);

@@ -6,6 +6,8 @@ from hypothesis import strategies as st
 import mentor3ad_ext as m
 from mentor3ad_ext import reference as R
 
+from mentor3ad_ext.ops.knn import SELECT_ALWAYS, SELECT_NEVER, _knn_scan
+
 from conftest import DEVICES, FLOAT_DTYPES, HAS_CUDA
 
 
@@ -74,6 +76,9 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
     for K in (1, 5, 32, 33, 100):  # registers up to 32, the output arrays beyond
         got = _check(p1, p2, l1, l2, K=K, norm=norm)
         assert (got.idx[1, :, 20:] == -1).all() and (got.idx[2] == -1).all()
+        if K > 32:  # these sizes take the block select by default; the warp lists must still agree
+            d, i = _knn_scan(p1, p2, l1, l2, K, norm, SELECT_NEVER)
+            assert torch.equal(i, got.idx) and torch.equal(d, got.dists)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -90,6 +95,7 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
     from mentor3ad_ext.ops.knn import TILES_MIN_POINTS, _knn_tiles
 
     monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
+    monkeypatch.setattr(knn_op, "_block_select_pays", lambda *size: False)  # K > 32 would take it
 
     g = torch.Generator().manual_seed(3)
     ax = torch.arange(12.0)
@@ -334,3 +340,149 @@ def test_many_query_grid_path_nan_queries_with_checks_off_do_not_hang():
     ref = R.knn_points(p1[:, ok], p2, K=16)
     assert torch.equal(got.idx[:, ok], ref.idx) and torch.equal(got.dists[:, ok], ref.dists)
     assert (got.idx[0, ~ok] == -1).all()
+
+
+# ---- CUDA block select (csrc/knn/knn_select_cuda.cu): one block per query, a radix select of the
+# K-th (distance, index) key, then a sort of the K selected. Forced through `_knn_scan` here at any
+# size (CUDA, or the CUDA emulator on CPU tensors; the CPU kernels ignore the mode). Its answer
+# must equal the reference and, bit for bit, the CPU kernels: ties between lattice points and
+# duplicates cut across the K-th slot (the select then splits index bits), distances of +-0 only,
+# K above the cloud size, ragged and empty clouds, queries past lengths1, both norms and dtypes,
+# D = 2, 3 (the unrolled kernel) and 5.
+def _bits(t):
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+def _cpu_knn(p1, p2, l1, l2, K, norm):
+    """The CPU kernels' answer, also under the emulator (device -1 reaches them there)."""
+    from mentor3ad_ext.ops._launch import C, dtype_tag, ptr
+
+    p1, p2 = p1.cpu().contiguous(), p2.cpu().contiguous()
+    l1, l2 = (None if t is None else t.cpu().contiguous() for t in (l1, l2))
+    (B, P1, D), P2 = p1.shape, p2.shape[1]
+    dists = torch.empty((B, P1, K), dtype=p1.dtype)
+    idx = torch.empty((B, P1, K), dtype=torch.int64)
+    C().knn(ptr(p1), ptr(p2), ptr(l1), ptr(l2), ptr(dists), ptr(idx), B, P1, P2, D, K, norm, SELECT_NEVER,
+            dtype_tag(p1), -1, 0)
+    return dists, idx
+
+
+def _check_select(p1, p2, l1, l2, K, norm=2):
+    d, i = _knn_scan(p1, p2, l1, l2, K, norm, SELECT_ALWAYS)
+    cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+    ref = R.knn_points(p1.cpu(), p2.cpu(), cpu(l1), cpu(l2), K=K, norm=norm)
+    assert torch.equal(i.cpu(), ref.idx) and torch.equal(d.cpu(), ref.dists)
+    cd, ci = _cpu_knn(p1, p2, l1, l2, K, norm)
+    assert torch.equal(i.cpu(), ci) and torch.equal(_bits(d.cpu()), _bits(cd))  # -0 stays -0
+    return d, i
+
+
+def _select_clouds(D, dtype, device):
+    g = torch.Generator().manual_seed(D)
+    side = {2: 24, 3: 7, 5: 3}[D]
+    ax = torch.arange(float(side))
+    lattice = torch.stack(torch.meshgrid(*[ax] * D, indexing="ij"), -1).reshape(-1, D)
+    P2 = 700
+    lat = torch.cat([lattice, lattice, lattice])[torch.randperm(3 * len(lattice), generator=g)][:P2]
+    zeros = torch.zeros(P2, D)
+    zeros[::3] = -0.0
+    p2 = torch.stack([lat, torch.rand(P2, D, generator=g), zeros, lat])
+    q = torch.cat([lat[:3] + 0.5, lat[3:5], -torch.zeros(1, D), torch.rand(2, D, generator=g) * side])
+    p1 = torch.stack([q, q, q, q])
+    l1 = torch.tensor([8, 6, 8, 0])
+    l2 = torch.tensor([P2, P2 - 5, 300, P2])
+    return p1.to(device, dtype), p2.to(device, dtype), l1.to(device), l2.to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("norm", [1, 2])
+@pytest.mark.parametrize("D", [2, 3, 5])
+def test_block_select_matches_reference_and_cpu(device, dtype, norm, D):
+    p1, p2, l1, l2 = _select_clouds(D, dtype, device)
+    for K in (33, 100, 128, 257, 1000):  # 1000 > every cloud: all points, sorted
+        d, i = _check_select(p1, p2, l1, l2, K, norm)
+        assert (i[:, 8:] == -1).all() and (i[1, 6:] == -1).all() and (i[3] == -1).all()  # no queries
+        n = min(K, 300)
+        assert (i[2, :8, :n] >= 0).all() and (i[2, :, n:] == -1).all() and (d[2, :, n:] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_block_select_ties_across_the_kth_slot(device):
+    # 60 sites, 16 copies each: the K-th distance is shared by up to 16 points, so the select goes
+    # on into the index bits; and one cloud of a single point repeated (every distance equal).
+    g = torch.Generator().manual_seed(4)
+    sites = torch.randint(0, 5, (60, 3), generator=g).float()
+    p2 = torch.stack([sites.repeat(16, 1), torch.full((960, 3), 2.0)]).to(device)
+    p1 = torch.randint(0, 5, (2, 6, 3), generator=g).float().to(device)
+    for K in (33, 47, 100, 128, 500):
+        d, i = _check_select(p1, p2, None, None, K)
+        same = d[..., 1:] == d[..., :-1]
+        assert (i[..., 1:][same] > i[..., :-1][same]).all()
+    assert torch.equal(i[1], torch.arange(500).expand(6, -1).to(i.device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_block_select_by_default_noncontiguous_and_gradients(device, dtype):
+    # knn_points picks the block select for these sizes on CUDA (few rows, K > 32, >= 256 points):
+    # transposed and expanded inputs, and the distances' gradients (a separate autograd path).
+    p2 = (torch.randn(1, 3, 500, dtype=dtype, device=device)).transpose(1, 2)
+    p1 = (torch.randn(1, 3, 12, dtype=dtype, device=device)).transpose(1, 2)
+    assert m.ops.knn._block_select_pays(1, 12, 500, 40) and not p1.is_contiguous()
+    _check(p1, p2, K=40)
+    _check(p1.expand(2, -1, -1), p2.expand(2, -1, -1), K=64, norm=1)
+    a = p1.detach().clone().requires_grad_(True)
+    b = p2.detach().clone().requires_grad_(True)
+    w = torch.randn(1, 12, 40, dtype=dtype, device=device)
+    got = m.knn_points(a, b, K=40).dists
+    (got * w).sum().backward()
+    ga, gb = a.grad.clone(), b.grad.clone()
+    a.grad = b.grad = None
+    ref = R.knn_points(a.cpu(), b.cpu(), K=40).dists
+    assert torch.equal(got.detach().cpu(), ref.detach())
+    (ref * w.cpu()).sum().backward()
+    assert torch.allclose(ga.cpu(), a.grad) and torch.allclose(gb.cpu(), b.grad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_block_select_non_finite_distances_with_checks_off(device):
+    # NaN coordinates (value checks off) are no candidates, as in the CPU kernels: NaN queries get
+    # no neighbours, the others skip NaN points. Squared distances that overflow to inf (finite
+    # inputs) are candidates, after the finite ones, as in the CPU kernels and the reference.
+    g = torch.Generator().manual_seed(9)
+    p2 = torch.rand(2, 400, 3, generator=g)
+    p2[0, ::5] = float("nan")
+    p2[1, ::3] = 3e19  # (3e19)^2 overflows float32
+    p1 = torch.rand(2, 5, 3, generator=g)
+    p1[0, 2] = float("nan")
+    p1, p2 = p1.to(device), p2.to(device)
+    for K in (40, 300, 400):  # 300 > the 266 finite distances in cloud 1, 400 > the 320 in cloud 0
+        d, i = _knn_scan(p1, p2, None, None, K, 2, SELECT_ALWAYS)
+        cd, ci = _cpu_knn(p1, p2, None, None, K, 2)
+        assert torch.equal(i.cpu(), ci) and torch.equal(d.cpu(), cd)
+        assert (i[0, 2] == -1).all() and (i[0, :, :40] % 5 != 0).all() and (i[1, :, :40] % 3 != 0).all()
+        assert (i[0, :2, 320:] == -1).all() and (i[1, :, :266] % 3 != 0).all()
+    assert torch.isinf(d[1, :, 266:400]).all() and (i[1, :, 266:400] % 3 == 0).all()
+
+
+def test_block_select_rule():
+    # The C++ rule that both the CUDA dispatch and the adapter's tiles choice ask (knn_select.h).
+    from mentor3ad_ext.ops.knn import _block_select_pays, _tiles_pay
+
+    assert _block_select_pays(1, 1024, 16_000, 128) and not _tiles_pay(1, 1024, 16_000, 128)
+    assert _block_select_pays(1, 4096, 100_000, 100) and not _tiles_pay(1, 4096, 100_000, 100)
+    assert _block_select_pays(1, 256, 16_000, 2048) and not _block_select_pays(1, 256, 16_000, 2049)
+    assert not _block_select_pays(1, 1024, 16_000, 32)  # registers and warps serve K <= 32
+    assert not _block_select_pays(1, 1024, 255, 100)  # tiny clouds: a thread per query
+    assert not _block_select_pays(2, 8192, 1000, 100)  # many rows: the pruning paths
+    assert not _block_select_pays(1, 8192, 100_000, 100) and _tiles_pay(1, 8192, 100_000, 100)
+    assert _block_select_pays(1, 8192, 100_000, 300)  # no list path takes K > 256 with few rows
+
+
+def test_block_select_forced_beyond_its_k_raises():
+    p1, p2 = torch.randn(1, 2, 3), torch.randn(1, 300, 3)
+    if m.ops._launch.host_kernels(p1):
+        pytest.skip("the CPU kernels have no block select (run under the CUDA emulator)")
+    with pytest.raises(ValueError, match=r"block-select path takes K <= 2048.*K = 2049"):
+        _knn_scan(p1, p2, None, None, 2049, 2, SELECT_ALWAYS)

@@ -1,5 +1,8 @@
 """Where the CUDA kNN's time goes: the sorted-tiles plan (torch ops), its kernel alone, the whole
-call, and the index-order scan it replaces, per size; then a torch.profiler table of one call.
+call, the index-order scan it replaces and the block select (one block per query, radix select;
+csrc/knn/knn_select_cuda.cu), per size; then a torch.profiler table of one call. The whole call
+takes whichever path the rules pick (tiles: ops/knn.py _tiles_pay; block select:
+csrc/knn/knn_select.h); the block select's answer is checked against the scan's before timing.
 
     python scripts/profile_knn_tiles.py      # on a machine with a CUDA GPU
 """
@@ -48,10 +51,12 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0):
 
 def main():
     torch.manual_seed(0)
-    cases = [(16_000, 1024, 128), (100_000, 4096, 32), (16_000, 16_000, 16), (100_000, 100_000, 30),
+    cases = [(16_000, 1024, 128), (100_000, 4096, 100), (16_000, 256, 512), (16_000, 1024, 1000),
+             (100_000, 1024, 64), (100_000, 4096, 32), (16_000, 16_000, 16), (100_000, 100_000, 30),
              (100_000, 100_000, 100), (1_000_000, 100_000, 16)]
-    print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists | index-order scan | cdist+topk |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists | index-order scan "
+          "| block select | cdist+topk |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for N, Q, K in cases:
         p2 = torch.rand(1, N, 3, device="cuda")
         p1 = p2[:, :Q].clone() if Q == N else torch.rand(1, Q, 3, device="cuda")
@@ -67,14 +72,16 @@ def main():
             # K > 32: the two list keepers, whichever the size picks (K <= 32 always uses registers)
             t_thread = timed(lambda: kernel(pl, l1, l2, d, i, K, 1), reps=5) if K > 32 else float("nan")
             t_warp = timed(lambda: kernel(pl, l1, l2, d, i, K, 2), reps=5) if K > 32 else float("nan")
-            saved, knn_op.TILES_MIN_POINTS = knn_op.TILES_MIN_POINTS, 1 << 62
-            try:
-                scan = timed(lambda: m.knn_points(p1, p2, l1, l2, K=K), reps=3)
-            finally:
-                knn_op.TILES_MIN_POINTS = saved
+            scan_out = knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_NEVER)
+            scan = timed(lambda: knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_NEVER), reps=3)
+            t_select = float("nan")
+            if K <= 2048:  # kBlockSelectMaxK
+                sel = knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_ALWAYS)
+                assert torch.equal(sel[1], scan_out[1]) and torch.equal(sel[0], scan_out[0]), (N, Q, K)
+                t_select = timed(lambda: knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_ALWAYS), reps=5)
         cd = timed(lambda: torch.cdist(p1, p2).topk(K, dim=-1, largest=False), reps=3) if Q * N <= 2e9 else float("nan")
         print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {t_thread:.3f} | {t_warp:.3f} "
-              f"| {scan:.3f} | {cd:.3f} |", flush=True)
+              f"| {scan:.3f} | {t_select:.3f} | {cd:.3f} |", flush=True)
     p2 = torch.rand(1, 16_000, 3, device="cuda")
     l = torch.tensor([16_000], device="cuda")
     with m.value_checks(False), torch.profiler.profile(

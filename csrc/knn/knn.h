@@ -15,7 +15,8 @@
 namespace m3ad {
 
 struct KnnParams : PairQuery {
-  int norm = 2;  // 2: squared Euclidean, 1: L1
+  int norm = 2;         // 2: squared Euclidean, 1: L1
+  int select_mode = 0;  // CUDA block-select path: KnnSelectMode (knn/knn_select.h), auto by size
 };
 
 void knn_cpu(const KnnParams& p);

@@ -10,13 +10,19 @@
 // spread over the lanes (position by a warp-wide count, then a shift from the top down).
 // Scanning in index order and inserting only strictly smaller distances yields ascending
 // (distance, index) order, identical to the CPU tree search; a lane's strided scan keeps that
-// order within the lane, and the lexicographic merge keeps it across lanes.
+// order within the lane, and the lexicographic merge keeps it across lanes. Few queries with
+// K > 32 go to one block per query instead (knn_select_cuda.cu; the rule in knn_select.h).
 #include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
 
 #include "common/cuda_utils.cuh"
 #include "common/distance.h"
 #include "common/warp_query.cuh"
 #include "knn/knn.h"
+#include "knn/knn_select.h"
+#include "knn/knn_select_cuda.cuh"
 #include "knn/warp_list.cuh"
 
 namespace m3ad {
@@ -219,6 +225,15 @@ __global__ void knn_warp_large_k(KnnParams p) {
 
 template <typename T, int kDim>
 void launch(const KnnParams& p, cudaStream_t stream) {
+  if (p.select_mode == kSelectAlways ||
+      (p.select_mode == kSelectAuto && knn_block_select_pays(p.B, p.P1, p.P2, p.K))) {
+    if (!knn_block_select_fits(p.P2, p.K))  // only a forced call gets here
+      throw std::invalid_argument("mentor3ad_ext: the kNN block-select path takes K <= " +
+                                  std::to_string(kBlockSelectMaxK) + " and P2 < 2^31, got K = " +
+                                  std::to_string(p.K) + ", P2 = " + std::to_string(p.P2));
+    knn_block_select<T, kDim>(p, stream);
+    return;
+  }
   const bool warp_path = warp_per_query_pays(p);
   if (p.K <= 32 && warp_path && p.P2 < (int64_t{1} << 32)) {
     const unsigned grid = warp_query_blocks(p, kThreads);

@@ -23,15 +23,24 @@ KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None
 # boxes) costs ~0.4 ms on an H200, so it takes over where the scan costs more: measured there,
 # 16k x 16k, K = 16: 1.0 vs 1.9 ms; 4096 queries over 100k, K = 32: 2.8 vs 4.4 ms; 100k x 100k,
 # K = 30: 3.0 vs 31 ms; 100k queries over 1M, K = 16: 4.8 vs 126 ms; but 1024 queries over 16k,
-# K = 128: 0.93 vs 0.63 ms. K > 32 with few queries runs a warp per query (up to K = 256).
+# K = 128: 0.93 vs 0.63 ms. K > 32 with few queries runs a warp per query (up to K = 256), or,
+# where the C++ rule says so, a block per query with a radix select (csrc/knn/knn_select.h), which
+# the tiles must leave alone: that rule is asked, not copied.
 TILES_MIN_POINTS = 2048  # per cloud
 TILES_MIN_WORK = 1 << 27  # B * P1 * P2 of the scan, K <= 32; a quarter of it for larger K
 _WARP_MAX_QUERIES, _WARP_LIST_MAX_K = 1 << 16, 256  # kWarpQueryMaxQueries, kWarpListMaxK
 _TILE, _SUPER = 32, 32  # kKnnTile, kKnnSuper
+SELECT_AUTO, SELECT_ALWAYS, SELECT_NEVER = 0, 1, 2  # KnnSelectMode
+
+
+def _block_select_pays(B: int, P1: int, P2: int, K: int) -> bool:
+    return C().knn_block_select_pays(B, P1, P2, K)
 
 
 def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
     if P2 < TILES_MIN_POINTS or B * P1 * P2 < (TILES_MIN_WORK if K <= 32 else TILES_MIN_WORK // 4):
+        return False
+    if _block_select_pays(B, P1, P2, K):
         return False
     return K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES
 
@@ -65,6 +74,27 @@ def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int
     return dists, idx
 
 
+def _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, select_mode: int = SELECT_AUTO) -> None:
+    """The C++ kNN (CPU kernels, or on CUDA the index-order scans and the block select); fills
+    dists/idx. `select_mode` (CUDA): SELECT_AUTO by size, SELECT_ALWAYS forces the block select
+    (ValueError where it cannot run: K > 2048), SELECT_NEVER forbids it."""
+    B, P1, D = p1.shape
+    dev, stream = device_args(p1)
+    C().knn(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx),
+            B, P1, p2.shape[1], D, K, norm, select_mode, dtype_tag(p1), dev, stream)
+
+
+def _knn_scan(p1, p2, lengths1, lengths2, K: int, norm: int = 2, select_mode: int = SELECT_AUTO):
+    """(dists, idx) through the C++ kNN, never the sorted tiles: for tests and measurements."""
+    p1, p2 = p1.contiguous(), p2.contiguous()
+    B, P1, _ = p1.shape
+    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
+    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    if dists.numel():
+        _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, select_mode)
+    return dists, idx
+
+
 @torch.library.custom_op("mentor3ad::knn", mutates_args=())
 def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
          K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,9 +105,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     if dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
-        dev, stream = device_args(p1)
-        C().knn(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx),
-                B, P1, P2, D, K, norm, dtype_tag(p1), dev, stream)
+        _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     return dists, idx
 
 

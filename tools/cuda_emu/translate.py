@@ -11,7 +11,7 @@ Usage: python translate.py IN.cu OUT.cpp
 import re
 import sys
 
-SMEM = re.compile(r"extern\s+__shared__\s+(?:alignas\(\d+\)\s+)?([\w:<>\s]+?)\s+(\w+)\s*\[\s*\]\s*;")
+SMEM = re.compile(r"extern\s+__shared__\s+(?:(?:alignas|__align__)\(\d+\)\s+)?([\w:<>\s]+?)\s+(\w+)\s*\[\s*\]\s*;")
 STATIC_SMEM = re.compile(r"__shared__\s+([\w:<>,\s]+?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;")
 IDENT = re.compile(r"[\w:]")
 

@@ -1,10 +1,10 @@
 """Every CUDA kernel once, on small inputs, for the emulator's ThreadSanitizer build.
 
 TSan's cost grows with the number of CUDA threads that synchronise, so the full test suite is
-far too slow under it; this touches every kernel and path (FPS single-block, resident and multi-block, kNN
-thread/warp/large-K, ball query thread/warp, metrics, scatter plans and reductions, projection,
-normals, FPFH, interpolate_to_grid) with outputs checked against the CPU kernels' results
-computed first. See README.md here for the command line.
+far too slow under it; this touches every kernel and path (FPS single-block, resident and
+multi-block, kNN thread/warp/large-K/block select, ball query thread/warp, metrics, scatter plans
+and reductions, projection, normals, FPFH, interpolate_to_grid) with outputs checked against the
+CPU kernels' results computed first. See README.md here for the command line.
 """
 import torch
 
@@ -61,8 +61,12 @@ def fps_multi_block():
 
 
 def knn_paths():
+    from mentor3ad_ext.ops.knn import SELECT_NEVER, _knn_scan
+
+    dup = torch.cat([x[:, :350], x[:, :350]], 1)  # duplicates: the block select splits index bits
     return (m.knn_points(x[:, :40], x, K=8).idx, m.knn_points(x[:, :40], x[:, :100], K=3).idx,
-            m.knn_points(x[:, :20], x, K=40).idx)
+            m.knn_points(x[:, :20], x, K=40).idx, m.knn_points(x[:, :3], dup, K=100).idx,  # block select
+            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1])  # warp lists
 
 
 def ball_paths():
@@ -95,7 +99,7 @@ def interpolate_grid():
     return m.interpolate_to_grid(centers, center_feats, grid, k=3, out_size=(8, 8))
 
 
-for case in (fps_small, fps_resident, fps_multi_block, knn_paths, ball_paths, metrics, scatter_and_projection, descriptors,
-             interpolate_grid):
+for case in (fps_small, fps_resident, fps_multi_block, knn_paths, ball_paths, metrics, scatter_and_projection,
+             descriptors, interpolate_grid):
     both(case)
     print("ok", case.__name__, flush=True)

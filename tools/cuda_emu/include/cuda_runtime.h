@@ -161,6 +161,14 @@ inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 }
 
 template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const int lane = emu::lane_id();
+  const int64_t seg = lane - lane % width, src = lane - int64_t{delta};
+  return emu::from_bits<T>(
+      emu::warp_exchange(mask, emu::to_bits(v), src >= seg ? static_cast<int>(src) : lane, "__shfl_up_sync"));
+}
+
+template <typename T>
 inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
   const int lane = emu::lane_id();
   const int within = ((src_lane % width) + width) % width;  // CUDA wraps any source lane into the segment
@@ -188,6 +196,8 @@ inline unsigned __match_any_sync(unsigned mask, T v) {
 
 inline unsigned __float_as_uint(float f) { return emu::from_bits<unsigned>(emu::to_bits(f)); }
 inline float __uint_as_float(unsigned u) { return emu::from_bits<float>(u); }
+inline long long __double_as_longlong(double d) { return emu::from_bits<long long>(emu::to_bits(d)); }
+inline double __longlong_as_double(long long u) { return emu::from_bits<double>(static_cast<uint64_t>(u)); }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
 inline int __ffs(int v) { return __builtin_ffs(v); }

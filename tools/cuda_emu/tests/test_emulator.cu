@@ -238,9 +238,10 @@ __global__ void dyn_smem_kernel(int count, long long* sums, unsigned long long* 
   addr[blockIdx.x * n + t] = reinterpret_cast<unsigned long long>(dyn);
 }
 
-// The other spelling used in csrc/ (alignas, a byte buffer reinterpreted), full 48 KiB.
+// The other spelling used in csrc/ (__align__, a byte buffer reinterpreted; nvcc rejects alignas
+// in this position), full 48 KiB.
 __global__ void dyn_bytes_kernel(unsigned bytes, unsigned* checksum, unsigned long long* addr) {
-  extern __shared__ alignas(16) unsigned char raw[];
+  extern __shared__ __align__(16) unsigned char raw[];
   const unsigned t = threadIdx.x, n = blockDim.x;
   for (unsigned i = t; i < bytes; i += n) raw[i] = static_cast<unsigned char>((i * 31u + blockIdx.x) & 0xff);
   __syncthreads();
@@ -262,7 +263,7 @@ static void check_dyn_bytes(unsigned bytes) {
     unsigned e = 0;
     for (unsigned i = 0; i < bytes; ++i) e += ((i * 31u + b) & 0xff) * (i + 1);
     CHECK_MSG(sums[b] == e, "dyn bytes=%u block %u: %u != %u", bytes, b, sums[b], e);
-    CHECK_MSG(addr[b] % 16 == 0, "alignas(16) dyn smem misaligned: %llx", addr[b]);
+    CHECK_MSG(addr[b] % 16 == 0, "__align__(16) dyn smem misaligned: %llx", addr[b]);
   }
 }
 
@@ -909,6 +910,72 @@ static void test_section9() {
   CHECK(u == 192u && ull == 192ull && f == 192.0f);
 }
 
+// ---- 10. __shfl_up_sync (block-wide prefix sums) and the double <-> bits casts ----
+__global__ void shfl_up_kernel(const long long* in, long long* out, unsigned delta, int width) {
+  out[threadIdx.x] = __shfl_up_sync(kFull, in[threadIdx.x], delta, width);
+}
+
+__global__ void warp_scan_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  int v = threadIdx.x;
+  for (int off = 1; off < 32; off <<= 1) {
+    const int o = __shfl_up_sync(kFull, v, off);
+    if (lane >= off) v += o;
+  }
+  out[threadIdx.x] = v;  // inclusive prefix sum within the warp
+}
+
+__global__ void double_bits_kernel(const double* in, long long* bits, double* back, int n) {
+  const int t = threadIdx.x;
+  if (t < n) {
+    bits[t] = __double_as_longlong(in[t]);
+    back[t] = __longlong_as_double(bits[t]);
+  }
+}
+
+static void test_section10() {
+  const unsigned n = 64;
+  std::vector<long long> in(n), out(n);
+  for (unsigned i = 0; i < n; ++i) in[i] = (static_cast<long long>(i) << 36) + 7 * static_cast<long long>(i);
+  const struct {
+    unsigned delta;
+    int width;
+  } cases[] = {{0, 32}, {1, 32}, {5, 32}, {16, 32}, {31, 32}, {32, 32}, {1, 16}, {3, 16}, {16, 16}, {1, 8}, {1, 1}};
+  for (const auto& c : cases) {
+    std::fill(out.begin(), out.end(), -1);
+    shfl_up_kernel<<<1, n>>>(in.data(), out.data(), c.delta, c.width);
+    CHECK_MSG(cudaGetLastError() == cudaSuccess, "delta %u width %d", c.delta, c.width);
+    int wrong = 0;
+    for (unsigned t = 0; t < n; ++t) {
+      const unsigned lane_in_segment = (t % 32) % c.width;
+      const unsigned src = lane_in_segment >= c.delta ? t - c.delta : t;
+      if (out[t] != in[src]) ++wrong;
+    }
+    CHECK_MSG(wrong == 0, "__shfl_up_sync delta %u width %d: %d lanes wrong", c.delta, c.width, wrong);
+  }
+  std::vector<int> scan(96, -1);
+  warp_scan_kernel<<<1, 96>>>(scan.data());
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (int t = 0; t < 96; ++t) {
+    int want = 0;
+    for (int u = t & ~31; u <= t; ++u) want += u;
+    CHECK_MSG(scan[t] == want, "warp scan thread %d: %d, want %d", t, scan[t], want);
+  }
+  const std::vector<double> vals = {0.0, -0.0, 1.0, -2.5, 1e-310, 1e308, INFINITY, NAN};
+  const int m = static_cast<int>(vals.size());
+  std::vector<long long> bits(m, 0);
+  std::vector<double> back(m, 0.0);
+  double_bits_kernel<<<1, 32>>>(vals.data(), bits.data(), back.data(), m);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (int i = 0; i < m; ++i) {
+    long long want;
+    std::memcpy(&want, &vals[i], sizeof want);
+    CHECK_MSG(bits[i] == want, "__double_as_longlong case %d", i);
+    CHECK_MSG(std::memcmp(&back[i], &vals[i], sizeof(double)) == 0, "__longlong_as_double case %d", i);
+  }
+  CHECK(bits[0] == 0 && bits[1] == static_cast<long long>(0x8000000000000000ull) && bits[2] == 0x3ff0000000000000ll);
+}
+
 int main() {
   struct {
     const char* name;
@@ -919,6 +986,7 @@ int main() {
       {"5 atomics", test_section5},               {"6 error reporting", test_section6},
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
       {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, any/all, mixed atomics", test_section9},
+      {"10 __shfl_up_sync, double bit casts", test_section10},
   };
   for (const auto& s : sections) {
     const int before = g_failures;
