@@ -885,6 +885,42 @@ static void test_section9() {
   CHECK(u == 192u && ull == 192ull && f == 192.0f);
 }
 
+// ============================================================================================
+// 10. events and device attributes
+// ============================================================================================
+
+__global__ void spin_kernel(unsigned long long* out, int iters) {
+  unsigned long long x = threadIdx.x;
+  for (int i = 0; i < iters; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  atomicAdd(out, x & 1ull);
+}
+
+static void test_section10() {
+  cudaEvent_t a = nullptr, b = nullptr;
+  CHECK(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess && a && b);
+  float ms = -1;
+  CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidValue);  // never recorded
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  unsigned long long sink = 0;
+  CHECK(cudaEventRecord(a) == cudaSuccess);
+  spin_kernel<<<4, 64>>>(&sink, 20000);
+  CHECK(cudaEventRecord(b, nullptr) == cudaSuccess);
+  CHECK(cudaEventSynchronize(b) == cudaSuccess);
+  CHECK(cudaEventElapsedTime(&ms, a, b) == cudaSuccess);
+  CHECK(ms > 0.0f && ms < 60000.0f);  // the launch ran between the two records
+  float back = 1;
+  CHECK(cudaEventElapsedTime(&back, b, a) == cudaSuccess && back == -ms);
+  CHECK(cudaEventDestroy(a) == cudaSuccess && cudaEventDestroy(b) == cudaSuccess);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  int v = 0;
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess && v >= 1);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrWarpSize, 0) == cudaSuccess && v == 32);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxThreadsPerBlock, 0) == cudaSuccess && v == 1024);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlock, 0) == cudaSuccess && v == 48 * 1024);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrWarpSize, 1) == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
+}
+
 int main() {
   struct {
     const char* name;
@@ -895,6 +931,7 @@ int main() {
       {"5 atomics", test_section5},               {"6 error reporting", test_section6},
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
       {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, any/all, mixed atomics", test_section9},
+      {"10 events, device attributes", test_section10},
   };
   for (const auto& s : sections) {
     const int before = g_failures;
