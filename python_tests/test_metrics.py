@@ -357,7 +357,8 @@ from mentor3ad_ext.ops import _launch  # noqa: E402
 
 def _builds(maps, masks, **kw):
     """The table from every build path here: the CPU kernels, and the CUDA kernels (on a GPU, or
-    under the emulator, which serves the CUDA entry points on CPU tensors)."""
+    under the emulator, which serves the CUDA entry points on CPU tensors). The tests that use it
+    have "cuda" in their names, so that the GPU checks (pytest -k cuda) run them."""
     tm = torch.as_tensor(np.ascontiguousarray(maps))
     tk = torch.as_tensor(np.ascontiguousarray(masks)).to(torch.uint8)
     out = {}
@@ -427,7 +428,7 @@ def vertical_runs_set(seed, n=3, h=14, w=17, dtype=np.float64):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed", [30, 31, 32])
-def test_joined_runs_answer_like_the_plain_table(dtype, seed):
+def test_joined_runs_answer_like_the_plain_table_cpu_and_cuda(dtype, seed):
     maps, masks = vertical_runs_set(seed, dtype=dtype)
     joined = _same_tables(_builds(maps, masks))
     plain = _same_tables(_builds(maps, masks, join_runs=False))
@@ -455,7 +456,7 @@ def test_joined_runs_answer_like_the_plain_table(dtype, seed):
     assert all((round(x, 12), round(y, 12)) in ref_pts for x, y in zip(fpr, pro))
 
 
-def test_joined_runs_extremes():
+def test_joined_runs_extremes_cpu_and_cuda():
     # Every defect score above every normal score: the whole defect set is one vertical run.
     rng = np.random.default_rng(33)
     maps = rng.random((2, 9, 9))
@@ -473,7 +474,7 @@ def test_joined_runs_extremes():
 
 
 @pytest.mark.parametrize("seed,ties,dtype", [(40, False, np.float32), (41, True, np.float64), (42, True, np.float32)])
-def test_auroc_only_build_matches_the_full_build(seed, ties, dtype):
+def test_auroc_only_build_matches_the_full_build_cpu_and_cuda(seed, ties, dtype):
     maps, masks = random_set(5, 22, 37, seed, ties=ties, dtype=dtype)
     full = _same_tables(_builds(maps, masks))
     roc = _same_tables(_builds(maps, masks, need_regions=False))
@@ -491,7 +492,7 @@ def test_auroc_only_build_matches_the_full_build(seed, ties, dtype):
     assert m.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
 
 
-def test_builds_agree_on_every_path():
+def test_builds_agree_on_every_path_cpu_and_cuda():
     # CPU and CUDA kernels (GPU or emulator) build bit-identical tables, with and without regions
     # and joined runs, through the pinned/host buffer and through the build's own vector.
     maps, masks = random_set(7, 26, 33, 43, ties=True)
@@ -502,7 +503,7 @@ def test_builds_agree_on_every_path():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_count_search_modes_agree(dtype):
+def test_count_search_modes_agree_cuda(dtype):
     # Enough distinct defect scores that the shared-memory sample of count_normals takes every
     # 2nd (float32) or 4th (float64) key; the plain binary search (search=1) must count the same.
     rng = np.random.default_rng(44)
@@ -517,7 +518,7 @@ def test_count_search_modes_agree(dtype):
     assert m.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
 
 
-def test_profile(monkeypatch):
+def test_profile_cpu_and_cuda(monkeypatch):
     maps, masks = random_set(3, 12, 14, 45)
     for name, b in _builds(maps, masks, profile=True).items():
         names = [p[0] for p in b.profile]
@@ -610,7 +611,7 @@ def _region_sizes(masks):
 
 
 @pytest.mark.parametrize("name", list(_shapes()))
-def test_components_of_hard_shapes(name):
+def test_components_of_hard_shapes_cpu_and_cuda(name):
     shape = _shapes()[name]
     h, w = shape.shape
     rng = np.random.default_rng(47)
@@ -633,7 +634,7 @@ def test_components_of_hard_shapes(name):
 
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 12), w=st.integers(1, 40), p=st.floats(0.2, 0.9), seed=st.integers(0, 2 ** 16))
-def test_property_components(h, w, p, seed):
+def test_property_components_cpu_and_cuda(h, w, p, seed):
     rng = np.random.default_rng(seed)
     masks = rng.random((2, h, w)) < p
     masks[1, 0, 0] = False  # at least one normal pixel
