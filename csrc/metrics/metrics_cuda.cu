@@ -56,7 +56,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kCountThreads = 512;
-constexpr int kCountBlocksPerSm = 4;              // 4 x 512 threads: a full SM (sm_80/sm_90)
 constexpr int kSampleBytes = 48 * 1024;           // shared-memory sample of the defect keys
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -538,12 +537,17 @@ void run(const BuildParams& p, const Device& dev, Table& t) {
     const int64_t cap = kSampleBytes / static_cast<int64_t>(sizeof(Key));
     while (((m + (int64_t{1} << shift) - 1) >> shift) > cap) ++shift;
     const int nsample = p.search == 0 ? static_cast<int>((m + (int64_t{1} << shift) - 1) >> shift) : 0;
-    int sms = 0;
+    // One resident wave of blocks (each loads the sample once; the grid-stride loop gives every
+    // block the same share, so a second, partial wave would only add a tail).
+    const size_t smem = sizeof(Key) * nsample;
+    int sms = 0, per_sm = 0;
     cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev.index), "SM count");
-    long long cap_blocks = static_cast<long long>(sms > 0 ? sms : 1) * kCountBlocksPerSm;
+    cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, count_normals<T, Key>, kCountThreads, smem),
+               "count_normals occupancy");
+    const long long cap_blocks = static_cast<long long>(sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
     const unsigned cblocks = blocks_for(n, kCountThreads, cap_blocks);
-    count_normals<T, Key><<<cblocks, kCountThreads, sizeof(Key) * nsample, stream>>>(
-        maps, p.masks, n, uniq, m, shift, nsample, p.search, counts);
+    count_normals<T, Key><<<cblocks, kCountThreads, smem, stream>>>(maps, p.masks, n, uniq, m, shift, nsample,
+                                                                    p.search, counts);
     M3AD_CHECK_LAUNCH("metrics count_normals");
   }
   prof.device("count normals");

@@ -78,6 +78,24 @@ cudaError_t cudaDeviceSynchronize();
 // Attributes of the emulated device: 32-lane warps, 1024 threads and 48 KiB of shared memory
 // per block (the launch checks), 4 multiprocessors (any count is valid; grids are not limited).
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+// Occupancy of the emulated multiprocessor: 2048 threads and 96 KiB of shared memory (static
+// shared memory of `kernel` is not known here and counts as zero); 0 for blocks over 1024.
+template <typename Kernel>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num_blocks, Kernel /*kernel*/, int block_size,
+                                                          size_t dynamic_smem_bytes) {
+  if (!num_blocks || block_size <= 0) return cudaErrorInvalidValue;
+  if (block_size > 1024 || dynamic_smem_bytes > 48 * 1024) {
+    *num_blocks = 0;
+    return cudaSuccess;
+  }
+  int n = 2048 / block_size;
+  if (dynamic_smem_bytes > 0) {
+    const int by_smem = static_cast<int>((96 * 1024) / dynamic_smem_bytes);
+    n = by_smem < n ? by_smem : n;
+  }
+  *num_blocks = n;
+  return cudaSuccess;
+}
 // Events: work runs at launch time here, so an event records the host clock when recorded;
 // elapsed times are those of the emulated work in between (milliseconds, as in CUDA).
 cudaError_t cudaEventCreate(cudaEvent_t* event);

@@ -919,6 +919,12 @@ static void test_section10() {
   CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlock, 0) == cudaSuccess && v == 48 * 1024);
   CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrWarpSize, 1) == cudaErrorInvalidDevice);
   CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
+  int nb = -1;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 512, 0) == cudaSuccess && nb == 4);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 256, 40 * 1024) == cudaSuccess && nb == 2);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 2048, 0) == cudaSuccess && nb == 0);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 64, 49 * 1024) == cudaSuccess && nb == 0);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 0, 0) == cudaErrorInvalidValue);
 }
 
 int main() {
@@ -931,7 +937,7 @@ int main() {
       {"5 atomics", test_section5},               {"6 error reporting", test_section6},
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
       {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, any/all, mixed atomics", test_section9},
-      {"10 events, device attributes", test_section10},
+      {"10 events, device attributes, occupancy", test_section10},
   };
   for (const auto& s : sections) {
     const int before = g_failures;
