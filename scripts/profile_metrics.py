@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's package, whatever is installed
 
 import mentor3ad_ext as m  # noqa: E402
 from mentor3ad_ext.metrics import _table as T  # noqa: E402
