@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -369,19 +370,32 @@ py::int_ to_pyint(m3ad::metrics::u128 v) {
 py::int_ to_pyint(const m3ad::metrics::U256& v) { return to_pyint(v.w, 4); }
 
 // Builds the interval table; `alloc(nbytes) -> address` hands out scratch memory for the CUDA
-// build (torch.empty buffers owned by the caller until this returns).
+// build (torch.empty buffers owned by the caller until this returns), `alloc_host` (optional)
+// host memory for its copy of the table (pinned torch buffers).
+std::function<void*(size_t)> py_allocator(const py::object& fn_obj) {
+  if (fn_obj.is_none()) return nullptr;
+  PyObject* fn = fn_obj.ptr();  // borrowed: the caller keeps it alive for the duration of the call
+  return [fn](size_t nbytes) -> void* {
+    py::gil_scoped_acquire gil;
+    return reinterpret_cast<void*>(py::handle(fn)(nbytes).cast<uintptr_t>());
+  };
+}
+
 std::shared_ptr<m3ad::metrics::Table> metrics_build(uintptr_t maps, uintptr_t masks, int64_t N, int64_t H, int64_t W,
-                                                     int dtype, int device, uintptr_t stream, const py::object& alloc) {
+                                                     int dtype, int device, uintptr_t stream, const py::object& alloc,
+                                                     const py::object& alloc_host, bool need_regions, bool profile,
+                                                     int search, bool join_runs) {
   m3ad::metrics::BuildParams p;
   p.maps = as_ptr<const void>(maps);
   p.masks = as_ptr<const uint8_t>(masks);
   p.N = N, p.H = H, p.W = W;
   p.dtype = m3ad::to_dtype(dtype);
-  PyObject* fn = alloc.ptr();  // borrowed: the caller keeps it alive for the duration of the call
-  p.alloc = [fn](size_t nbytes) -> void* {
-    py::gil_scoped_acquire gil;
-    return reinterpret_cast<void*>(py::handle(fn)(nbytes).cast<uintptr_t>());
-  };
+  p.alloc = py_allocator(alloc);
+  p.alloc_host = py_allocator(alloc_host);
+  p.need_regions = need_regions;
+  p.profile = profile;
+  p.search = search;
+  p.join_runs = join_runs;
   auto t = std::make_shared<m3ad::metrics::Table>();
   py::gil_scoped_release nogil;
   dispatch("metrics", p, make_device(device, stream),
@@ -403,10 +417,31 @@ void bind_metrics(py::module_& m) {
         const auto& s = t.stats;
         py::dict d;
         d["n_pixels"] = s.n_pixels, d["n_neg"] = s.n_neg, d["n_pos"] = s.n_pos;
-        d["n_regions"] = s.n_regions, d["n_groups"] = s.n_groups;
+        d["n_regions"] = s.n_regions, d["n_groups"] = s.n_groups, d["n_table"] = s.n_table;
         d["n_nonfinite"] = s.n_nonfinite, d["first_nonfinite"] = s.first_nonfinite;
         d["n_nonbinary"] = s.n_nonbinary, d["first_nonbinary"] = s.first_nonbinary;
         return d;
+      })
+      // The table itself, for tests: btw, eq, pos (uint64) and wsum as (m, 2) uint64 (low, high).
+      .def("arrays", [](const Table& t) {
+        auto u64 = [](const std::vector<uint64_t>& v) {
+          py::array_t<uint64_t> a(static_cast<py::ssize_t>(v.size()));
+          std::copy(v.begin(), v.end(), a.mutable_data());
+          return a;
+        };
+        py::array_t<uint64_t> w({static_cast<py::ssize_t>(t.wsum.size()), py::ssize_t{2}});
+        uint64_t* wp = w.mutable_data();
+        for (size_t i = 0; i < t.wsum.size(); ++i)
+          wp[2 * i] = static_cast<uint64_t>(t.wsum[i]), wp[2 * i + 1] = static_cast<uint64_t>(t.wsum[i] >> 64);
+        py::dict d;
+        d["btw"] = u64(t.btw), d["eq"] = u64(t.eq), d["pos"] = u64(t.pos), d["wsum"] = w;
+        return d;
+      })
+      // [(phase, milliseconds, "gpu" | "host")] in the order measured (BuildParams::profile).
+      .def("profile", [](const Table& t) {
+        py::list out;
+        for (const auto& ph : t.profile) out.append(py::make_tuple(ph.name, ph.ms, ph.device ? "gpu" : "host"));
+        return out;
       })
       .def("query", [](const Table& t, const std::vector<int64_t>& c_lims, const std::vector<int64_t>& ranks) {
         m3ad::metrics::QueryResult r;
@@ -449,7 +484,10 @@ void bind_metrics(py::module_& m) {
         }
         return py::make_tuple(fpr, pro, tpr);
       });
-  m.def("metrics_build", &metrics_build);
+  m.def("metrics_build", &metrics_build, py::arg("maps"), py::arg("masks"), py::arg("N"), py::arg("H"), py::arg("W"),
+        py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("alloc"), py::arg("alloc_host") = py::none(),
+        py::arg("need_regions") = true, py::arg("profile") = false, py::arg("search") = 0,
+        py::arg("join_runs") = true);
 }
 
 }  // namespace

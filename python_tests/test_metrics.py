@@ -347,3 +347,300 @@ def test_cpu_cuda_parity(dtype, seed, ties):
     np.testing.assert_array_equal(c_cpu[1][0], c_gpu[1][0])
     np.testing.assert_array_equal(c_cpu[1][1], c_gpu[1][1])
     assert m.aupro(tm.cuda(), tk.cuda(), protocol="mvtec3d") == m.aupro(tm, tk, protocol="mvtec3d")
+
+
+# ---- the table builds: every path, regions or not, joined vertical runs, labelling ------------
+
+from mentor3ad_ext.metrics import _table as T  # noqa: E402
+from mentor3ad_ext.ops import _launch  # noqa: E402
+
+
+def _builds(maps, masks, **kw):
+    """The table from every build path here: the CPU kernels, and the CUDA kernels (on a GPU, or
+    under the emulator, which serves the CUDA entry points on CPU tensors). The tests that use it
+    have "cuda" in their names, so that the GPU checks (pytest -k cuda) run them."""
+    tm = torch.as_tensor(np.ascontiguousarray(maps))
+    tk = torch.as_tensor(np.ascontiguousarray(masks)).to(torch.uint8)
+    out = {}
+    if _launch.EMULATED_CUDA:
+        out["cuda-emulated"] = T.build("test", tm, tk, **kw)
+        _launch.EMULATED_CUDA = False
+        try:
+            out["cpu"] = T.build("test", tm, tk, **kw)
+        finally:
+            _launch.EMULATED_CUDA = True
+    else:
+        out["cpu"] = T.build("test", tm, tk, **kw)
+        if HAS_CUDA:
+            out["cuda"] = T.build("test", tm.cuda(), tk.cuda(), **kw)
+    return out
+
+
+def _arrays(b):
+    return {k: np.asarray(v) for k, v in b.table.arrays().items()}
+
+
+def _same_tables(builds):
+    """All paths built the same table and statistics; returns one of them."""
+    items = list(builds.items())
+    name0, b0 = items[0]
+    a0 = _arrays(b0)
+    for name, b in items[1:]:
+        assert b.stats == b0.stats, (name, name0)
+        a = _arrays(b)
+        for k in a0:
+            np.testing.assert_array_equal(a[k], a0[k], err_msg=f"{k}: {name} vs {name0}")
+    return b0
+
+
+def _wsum_ints(a):
+    return [int(lo) | (int(hi) << 64) for lo, hi in a["wsum"]]
+
+
+def _all_queries(b):
+    """Every FPR limit count 0..n_neg and every threshold rank 1..n_neg (small tables only)."""
+    n = b.n_neg
+    return b.table.query(list(range(0, n + 1)), list(range(1, n + 1)))
+
+
+def vertical_runs_set(seed, n=3, h=14, w=17, dtype=np.float64):
+    """Maps with long vertical runs (defect scores above every normal one, distinct or tied among
+    themselves), defect scores tied with normal ones, and defect-only groups separated by normal
+    pixels (which must not be joined)."""
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 12, (n, h, w)) / 12.0  # normal scores on a coarse grid: ties
+    masks = rng.random((n, h, w)) < 0.35
+    masks[-1] = False  # a defect-free map
+    masks[0, 0, 0] = True
+    maps = levels.copy()
+    kind = rng.integers(0, 4, (n, h, w))
+    top = 2.0 + rng.random((n, h, w))  # above every normal score: one long vertical run
+    top_tied = 2.0 + rng.integers(0, 5, (n, h, w)) / 5.0
+    off_grid = levels + 1.0 / 48  # between two normal levels: defect-only groups with normals between
+    maps = np.where(masks & (kind == 0), top, maps)
+    maps = np.where(masks & (kind == 1), top_tied, maps)
+    maps = np.where(masks & (kind == 2), off_grid, maps)
+    # kind 3: on the even levels of the normal grid, tied with normal pixels (groups with eq > 0);
+    # the odd levels hold normal pixels only, between defect-only groups (btw > 0).
+    maps = np.where(masks & (kind == 3), np.floor(levels * 6) / 6, maps)
+    return maps.astype(dtype), masks
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [30, 31, 32])
+def test_joined_runs_answer_like_the_plain_table_cpu_and_cuda(dtype, seed):
+    maps, masks = vertical_runs_set(seed, dtype=dtype)
+    joined = _same_tables(_builds(maps, masks))
+    plain = _same_tables(_builds(maps, masks, join_runs=False))
+    assert plain.stats["n_table"] == plain.stats["n_groups"] == joined.stats["n_groups"]
+    assert joined.stats["n_table"] < plain.stats["n_groups"] // 2  # the case has long runs
+    a, p = _arrays(joined), _arrays(plain)
+    assert a["pos"].sum() == p["pos"].sum() == joined.n_pos
+    assert a["btw"].sum() + a["eq"].sum() == joined.n_neg == p["btw"].sum() + p["eq"].sum()
+    assert sum(_wsum_ints(a)) == sum(_wsum_ints(p))
+    # Maximal: no two neighbouring groups of the joined table could still be joined ...
+    eq, btw = a["eq"], a["btw"]
+    assert not np.any((eq[1:] == 0) & (eq[:-1] == 0) & (btw[1:-1] == 0))
+    # ... and the plain table has groups that were kept apart by normal pixels between them.
+    pe, pb = p["eq"], p["btw"]
+    assert np.any((pe[1:] == 0) & (pe[:-1] == 0) & (pb[1:-1] > 0))
+    # Every query the metrics make, at every limit and rank: the same exact integers.
+    assert _all_queries(joined) == _all_queries(plain)
+    for c, d in zip(joined.table.curve(), plain.table.curve()):
+        np.testing.assert_array_equal(c, d)
+    for lim in (0.3, 0.05, 1.0):
+        assert m.aupro(maps, masks, lim) == pytest.approx(exact_aupro(maps, masks, lim), rel=4e-16, abs=1e-17)
+    v, (fpr, pro) = m.aupro(maps, masks, 0.3, return_curve=True)
+    rf, rp = R.compute_pro(maps, masks)
+    ref_pts = {(round(x, 12), round(y, 12)) for x, y in zip(rf, rp)}
+    assert all((round(x, 12), round(y, 12)) in ref_pts for x, y in zip(fpr, pro))
+
+
+def test_joined_runs_extremes_cpu_and_cuda():
+    # Every defect score above every normal score: the whole defect set is one vertical run.
+    rng = np.random.default_rng(33)
+    maps = rng.random((2, 9, 9))
+    masks = rng.random((2, 9, 9)) < 0.4
+    maps[masks] += 5.0
+    b = _same_tables(_builds(maps, masks))
+    assert b.stats["n_table"] == 1 and b.stats["n_groups"] == masks.sum()
+    assert m.aupro(maps, masks, 0.3) == 1.0 and m.pixel_auroc(maps, masks) == 1.0
+    # Every defect score tied with a normal one: nothing to join.
+    maps = np.round(rng.random((2, 9, 9)) * 3) / 3
+    maps[:, 0, :4] = [0, 1 / 3, 2 / 3, 1]  # every level has a normal pixel
+    masks[:, 0, :4] = False
+    b = _same_tables(_builds(maps, masks))
+    assert b.stats["n_table"] == b.stats["n_groups"]
+
+
+@pytest.mark.parametrize("seed,ties,dtype", [(40, False, np.float32), (41, True, np.float64), (42, True, np.float32)])
+def test_auroc_only_build_matches_the_full_build_cpu_and_cuda(seed, ties, dtype):
+    maps, masks = random_set(5, 22, 37, seed, ties=ties, dtype=dtype)
+    full = _same_tables(_builds(maps, masks))
+    roc = _same_tables(_builds(maps, masks, need_regions=False))
+    a, r = _arrays(full), _arrays(roc)
+    for k in ("btw", "eq", "pos"):
+        np.testing.assert_array_equal(a[k], r[k])
+    assert not r["wsum"].any()
+    assert {k: v for k, v in roc.stats.items() if k != "n_regions"} == {
+        k: v for k, v in full.stats.items() if k != "n_regions"}
+    assert roc.stats["n_regions"] == -1 and full.stats["n_regions"] > 0
+    with pytest.raises(RuntimeError, match="without regions"):
+        roc.n_regions
+    assert roc.table.query([], [])["roc2"] == full.table.query([], [])["roc2"]
+    assert m.pixel_auroc(maps, masks) == T.roc_value(full, full.table.query([], []))
+    assert m.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_builds_agree_on_every_path_cpu_and_cuda():
+    # CPU and CUDA kernels (GPU or emulator) build bit-identical tables, with and without regions
+    # and joined runs, through the pinned/host buffer and through the build's own vector.
+    maps, masks = random_set(7, 26, 33, 43, ties=True)
+    for kw in ({}, {"need_regions": False}, {"join_runs": False}, {"host_buffer": False}):
+        builds = _builds(maps, masks, **kw)
+        assert len(builds) >= 1
+        _same_tables(builds)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_search_modes_agree_cuda(dtype):
+    # Enough distinct defect scores that the shared-memory sample of count_normals takes every
+    # 2nd (float32) or 4th (float64) key; the plain binary search (search=1) must count the same.
+    rng = np.random.default_rng(44)
+    maps = rng.random((1, 150, 150)).astype(dtype)
+    masks = rng.random((1, 150, 150)) < 0.8
+    maps[0, :, :10] = np.round(maps[0, :, :10] * 50) / 50  # ties between normal and defect scores
+    tables = [_same_tables(_builds(maps, masks, search=s, join_runs=False)) for s in (0, 1)]
+    assert tables[0].stats["n_groups"] > 12288
+    a0, a1 = _arrays(tables[0]), _arrays(tables[1])
+    for k in a0:
+        np.testing.assert_array_equal(a0[k], a1[k])
+    assert m.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_profile_cpu_and_cuda(monkeypatch):
+    maps, masks = random_set(3, 12, 14, 45)
+    for name, b in _builds(maps, masks, profile=True).items():
+        names = [p[0] for p in b.profile]
+        assert names[-1] == "total" and all(ms >= 0 for _, ms, _ in b.profile), name
+        where = {p[2] for p in b.profile}
+        if name.startswith("cuda"):
+            assert {"validate", "ccl merge", "count normals", "join vertical runs", "host: finalize"} <= set(names)
+            assert where == {"gpu", "host"}
+        else:
+            assert {"count normals", "finalize"} <= set(names) and where == {"host"}
+    assert T.build("test", torch.from_numpy(maps), torch.from_numpy(masks).to(torch.uint8)).profile is None
+    monkeypatch.setattr(T, "LAST_PROFILE", None)
+    monkeypatch.setenv("M3AD_METRICS_PROFILE", "1")
+    m.pixel_auroc(maps, masks)
+    assert T.LAST_PROFILE and T.LAST_PROFILE[-1][0] == "total"
+    assert not any(p[0].startswith("ccl") or p[0].startswith("components") for p in T.LAST_PROFILE)
+
+
+# Connected components: shapes whose union-find trees get deep (long chains, runs that meet
+# late, diagonal-only contacts), on widths that do and do not split rows into 32-pixel windows.
+
+def _spiral(n):
+    """A 1-pixel-wide square spiral with 1-pixel gaps between its arms: one component."""
+    a = np.zeros((n, n), bool)
+    y, x, dy, dx = 0, 0, 0, 1
+    lo_y, hi_y, lo_x, hi_x = 0, n - 1, 0, n - 1
+    while lo_y <= hi_y and lo_x <= hi_x:
+        a[lo_y, lo_x:hi_x + 1] = True
+        a[lo_y:hi_y + 1, hi_x] = True
+        if lo_y + 2 <= hi_y:
+            a[hi_y, lo_x:hi_x + 1] = True
+        if lo_x + 2 <= hi_x:
+            a[lo_y + 2:hi_y + 1, lo_x] = True
+        if lo_y + 2 <= hi_y and lo_x + 2 <= hi_x:
+            a[lo_y + 2, lo_x:lo_x + 3] = True  # step inwards
+        lo_y, hi_y, lo_x, hi_x = lo_y + 2, hi_y - 2, lo_x + 2, hi_x - 2
+    return a
+
+
+def _serpentine(h, w):
+    a = np.zeros((h, w), bool)
+    a[::2] = True
+    for k, y in enumerate(range(1, h, 2)):
+        a[y, w - 1 if k % 2 == 0 else 0] = True
+    return a
+
+
+def _shapes():
+    rng = np.random.default_rng(46)
+    out = {}
+    out["spiral"] = _spiral(41)
+    out["serpentine"] = _serpentine(29, 70)
+    stair = np.zeros((40, 45), bool)
+    k = np.arange(39)
+    stair[k, k] = stair[k, k + 1] = True  # 4-connected staircase down to the right
+    out["staircase"] = stair
+    astair = np.zeros((40, 45), bool)
+    astair[k, 44 - k] = astair[k, 43 - k] = True  # down to the left
+    out["staircase_left"] = astair
+    diag = np.zeros((37, 70), bool)
+    k = np.arange(37)
+    diag[k, k] = True  # 1-pixel diagonals: corner contacts only (8-connectivity)
+    diag[k, 69 - k] = True  # anti-diagonal: joined through NE/NW only; crosses the other one
+    diag[k, (2 * k + 5) % 70] = True  # steeper, wraps: several pieces
+    out["diagonals"] = diag
+    comb = np.zeros((30, 67), bool)
+    comb[:, ::3] = True  # teeth, one run per row each, that meet only in the last row
+    comb[-1] = True
+    out["comb"] = comb
+    out["comb_up"] = comb[::-1].copy()
+    checker = (np.add.outer(np.arange(33), np.arange(35)) % 2) == 0  # one component, corners only
+    out["checkerboard"] = checker
+    full = np.ones((24, 35), bool)
+    out["full"] = full
+    out["dense_33"] = rng.random((40, 33)) < 0.55
+    out["dense_64"] = rng.random((30, 64)) < 0.6
+    out["dense_100"] = rng.random((25, 100)) < 0.45
+    return out
+
+
+def _region_sizes(masks):
+    """Per pixel: the size of its 8-connected component (scipy.ndimage.label, as the official code)."""
+    sizes = np.zeros(masks.shape, np.int64)
+    total = 0
+    for i, mk in enumerate(masks):
+        lab, n = label(mk, np.ones((3, 3), dtype=int))
+        total += n
+        sizes[i] = np.bincount(lab.ravel())[lab] * (lab > 0)
+    return sizes, total
+
+
+@pytest.mark.parametrize("name", list(_shapes()))
+def test_components_of_hard_shapes_cpu_and_cuda(name):
+    shape = _shapes()[name]
+    h, w = shape.shape
+    rng = np.random.default_rng(47)
+    # Map 0: the shape; map 1: the shape upside down, touching map 0's last row across the map
+    # border (regions must not cross it); map 2: normal pixels (full regions leave none).
+    masks = np.stack([shape, shape[::-1], np.zeros_like(shape)])
+    masks[2, 0, 0] = True
+    maps = rng.permutation(masks.size).reshape(masks.shape).astype(np.float64)  # distinct scores
+    sizes, n_regions = _region_sizes(masks)
+    builds = _builds(maps, masks, join_runs=False)
+    b = _same_tables(builds)
+    assert b.n_regions == n_regions
+    # One group per defect pixel, in ascending score order: its weight is 2^96 // region size.
+    order = np.argsort(maps[masks], kind="stable")
+    want = [(1 << 96) // int(s) for s in sizes[masks][order]]
+    assert _wsum_ints(_arrays(b)) == want
+    for lim in (0.3, 1.0):
+        assert m.aupro(maps, masks, lim) == pytest.approx(R.aupro(maps, masks, lim), rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 40), p=st.floats(0.2, 0.9), seed=st.integers(0, 2 ** 16))
+def test_property_components_cpu_and_cuda(h, w, p, seed):
+    rng = np.random.default_rng(seed)
+    masks = rng.random((2, h, w)) < p
+    masks[1, 0, 0] = False  # at least one normal pixel
+    maps = rng.permutation(masks.size).reshape(masks.shape).astype(np.float32)
+    sizes, n_regions = _region_sizes(masks)
+    b = _same_tables(_builds(maps, masks, join_runs=False))
+    assert b.n_regions == n_regions
+    order = np.argsort(maps[masks], kind="stable")
+    assert _wsum_ints(_arrays(b)) == [(1 << 96) // int(s) for s in sizes[masks][order]]

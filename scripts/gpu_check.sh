@@ -10,8 +10,10 @@
 #                                        # side, then the benchmarks alone; every step time-boxed so
 #                                        # that the logs come back (a session has 15 device minutes);
 #                                        # TESTS (paths), MEMCHECK, RACECHECK (op names) and BENCH
-#                                        # (name:seconds; also descriptors, model, profile_knn)
-#                                        # narrow it for a rerun
+#                                        # (name:seconds; also descriptors, model, profile_knn,
+#                                        # profile_metrics) narrow it for a rerun, e.g.
+#                                        # TESTS=python_tests/test_metrics.py MEMCHECK=metrics
+#                                        # RACECHECK=metrics BENCH="metrics:35 profile_metrics:120"
 #
 # Logs and results go to $OUT (the device tool's output folder; ./gpu_out elsewhere).
 set -u -o pipefail
@@ -102,6 +104,7 @@ case "$stage" in
         descriptors) timeout $s $PY bench/bench_descriptors.py --device cuda --threads 16 ;;
         model) timeout $s $PY -m mentor3ad_ext.train.bench_model --device cuda ;;
         profile_knn) timeout $s $PY scripts/profile_knn_tiles.py ;;
+        profile_metrics) timeout $s $PY scripts/profile_metrics.py ;;  # phase table of the metrics build
         *) [ "$b" = projection ] && k=""  # one device per run: CUDA when present
            MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout $s $PY -m pytest bench/bench_$b.py -q \
              -p no:cacheprovider ${k:+-k $k} ;;

@@ -2,6 +2,7 @@
 // MVTec AD / MVTec 3D-AD evaluation passes to scipy.ndimage.label).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace m3ad {
@@ -28,13 +29,15 @@ namespace m3ad {
 namespace metrics {
 
 // CUDA labelling of N masks of H x W (nonzero = defect) on `stream` (a cudaStream_t), without
-// allocation. On return (asynchronously): labels[i] is, for a defect pixel, the in-map index of
-// its component's root (the component's first pixel in raster order) and -1 for a normal pixel;
-// sizes[map * H * W + root] is the component size (other entries 0); *n_regions is incremented
-// by the number of components. All three outputs must be zeroed/sized by the caller: labels and
-// sizes hold N * H * W entries; sizes and *n_regions must be zero.
+// allocation or host synchronisation. Only the entries of defect pixels in `labels` and `sizes`
+// (N * H * W entries each) are written or read, so neither needs initialising. On return
+// (asynchronously): labels[i] of a defect pixel is the in-map index of its component's root (the
+// component's first pixel in raster order), sizes[map * H * W + root] is the component size, and
+// *n_regions has grown by the number of components. `mark`, if set, is called after each kernel
+// launch with the phase's name (the profile of metrics_cuda.cu records events there).
 void label_maps_cuda(const uint8_t* masks, int64_t N, int64_t H, int64_t W, int32_t* labels, uint32_t* sizes,
-                     unsigned long long* n_regions, void* stream);
+                     unsigned long long* n_regions, void* stream,
+                     const std::function<void(const char*)>& mark = nullptr);
 
 }  // namespace metrics
 }  // namespace m3ad

@@ -13,12 +13,28 @@
 // changes no area, no interpolation at an FPR limit and no threshold query. The table is
 // therefore all the official algorithm needs, and it is O(#distinct defect scores), not O(pixels).
 //
+// Vertical runs. A group with eq[i] == 0 only moves the curve vertically (PRO and TPR grow, FPR
+// stays). When group i and group i-1 are both vertical and no normal pixel lies between them
+// (eq[i] == 0, btw[i] == 0, eq[i-1] == 0: joins_previous() below), the curve goes straight up
+// through both, and the two are stored as one group (pos and wsum added, eq = 0, the interval
+// below is interval i-1's). Nothing the queries compute changes (metrics_table.cpp): a segment
+// with dC == 0 adds nothing to an area sum (dC * (...) == 0), it is never the crossing of an
+// FPR limit (that needs C0 <= c_lim < C1) nor the segment of a threshold rank (C0 < r <= C1),
+// and the running totals (C, P, S) after the merged group equal those after the last of its
+// parts, so every later segment starts from the same vertex; curve() already joins consecutive
+// vertical segments into one. Both builds apply the same rule, after counting the normal
+// pixels, so both devices still produce the same table (on real anomaly maps the defect scores
+// crowd the top of the range, where most groups hold no normal pixel: the bench set of
+// 100 x 800 x 800 maps goes from m = 797k groups to about 215k).
+//
 // Building it (metrics_cpu.cpp / metrics_cuda.cu): 8-connected components of each mask give the
 // regions and their sizes; the defect pixels are sorted by score and reduced to groups; every
-// normal pixel is located among the D (CPU: lookup table + binary search, GPU: binary search) and
-// counted. Querying it (metrics_table.cpp, host code shared by both devices) walks the segments
-// with exact integer sums: vertices are (C, P, S) = (#normal, #defect, weight sum) above a
-// threshold, areas are sums of dC * (S0 + S1) and dC * (P0 + P1).
+// normal pixel is located among the D (CPU: lookup table + binary search, GPU: two-level binary
+// search) and counted; vertical runs are merged. Querying it (metrics_table.cpp, host code shared
+// by both devices) walks the segments with exact integer sums: vertices are (C, P, S) =
+// (#normal, #defect, weight sum) above a threshold, areas are sums of dC * (S0 + S1) and
+// dC * (P0 + P1). The AUROCs need no regions (BuildParams::need_regions = false skips the
+// labelling; wsum is then all zero and Stats::n_regions is -1).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +43,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/host_device.h"
 #include "common/launch.h"
 #include "metrics/exact_math.h"
 
@@ -38,18 +55,42 @@ struct BuildParams {
   const uint8_t* masks = nullptr;  // (N, H, W) contiguous 0/1 bytes
   int64_t N = 0, H = 0, W = 0;     // H * W < 2^31 (region sizes and in-map indices are 32-bit)
   DType dtype = DType::kFloat32;
+  // false: the AUROCs only; skips the connected components and the region weights (wsum all
+  // zero, Stats::n_regions = -1). The AUPRO needs them.
+  bool need_regions = true;
+  // false: keeps one group per distinct defect score (no joined vertical runs); for tests that
+  // compare the joined table with the plain one.
+  bool join_runs = true;
+  // Records the time of each phase into Table::profile (CUDA: events around every kernel, host
+  // clocks around every wait and host step; CPU: host clocks). Costs a little; off by default.
+  bool profile = false;
+  // CUDA only, for measurements: how count_normals locates a normal pixel's score among the
+  // distinct defect scores. 0: binary search over a sample of them in shared memory, then over
+  // the at most 2^shift scores between two samples in global memory; 1: plain binary search in
+  // global memory. Same counts either way.
+  int search = 0;
   // CUDA only: scratch memory from the caller (the adapter hands out torch.empty buffers, so all
   // device memory comes from torch's caching allocator); valid until build_table_cuda returns.
   std::function<void*(size_t)> alloc;
+  // CUDA only, optional: host memory for the device-to-host copy of the table (the adapter hands
+  // out pinned torch buffers, which copy at full bus speed; pageable memory is staged by the
+  // driver). Without it the build copies into a std::vector.
+  std::function<void*(size_t)> alloc_host;
 };
+
+// Group i joins group i-1 into one (see "Vertical runs" above): the same rule on both devices.
+M3AD_HD bool joins_previous(uint64_t eq_prev, uint64_t btw, uint64_t eq) {
+  return eq_prev == 0 && btw == 0 && eq == 0;
+}
 
 // Input validation results and totals; filled before anything else so that bad inputs stop early.
 struct Stats {
   int64_t n_pixels = 0;
   int64_t n_neg = 0;             // normal pixels (mask 0)
   int64_t n_pos = 0;             // defect pixels (mask 1)
-  int64_t n_regions = 0;         // 8-connected defect regions over all maps
+  int64_t n_regions = 0;         // 8-connected defect regions over all maps (-1: not computed)
   int64_t n_groups = 0;          // m: distinct defect scores
+  int64_t n_table = 0;           // groups of the table after joining vertical runs (<= m)
   int64_t n_nonfinite = 0;       // NaN/Inf scores
   int64_t first_nonfinite = -1;  // flat index of the first one
   int64_t n_nonbinary = 0;       // mask bytes other than 0/1
@@ -72,10 +113,19 @@ struct QueryResult {
   std::vector<u128> rank_s;      // per rank r: S before the segment with C0 < r <= C1
 };
 
-// The interval table (ascending D order as described above); identical on both devices.
+// One timed phase of a build (BuildParams::profile).
+struct Phase {
+  std::string name;
+  double ms = 0;
+  bool device = false;  // measured with CUDA events (else a host clock)
+};
+
+// The interval table (ascending D order as described above, vertical runs joined); identical on
+// both devices.
 class Table {
  public:
   Stats stats;
+  std::vector<Phase> profile;  // filled when BuildParams::profile is set
   std::vector<uint64_t> btw;  // m + 1
   std::vector<uint64_t> eq;   // m
   std::vector<uint64_t> pos;  // m

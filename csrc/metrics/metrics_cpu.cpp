@@ -1,10 +1,12 @@
 // CPU build of the interval table (metrics.h). Four passes:
 //   1. per map: count defect pixels, reject mask bytes other than 0/1 (masks only);
-//   2. per map: 8-connected components; write one (score key, region) record per defect pixel;
+//   2. per map: 8-connected components (skipped when the regions are not needed); write one
+//      (score key, region) record per defect pixel;
 //   3. radix sort of the defect records by score; reduce runs of equal scores to groups
 //      (count, sum of fixed-point overlap weights);
 //   4. per pixel range: locate every normal pixel among the distinct defect scores (uniform
-//      lookup table over the key range + binary search inside a slot) and count it.
+//      lookup table over the key range + binary search inside a slot) and count it; then join
+//      the vertical runs (metrics.h), as the CUDA build does.
 // Scores are read once (defect pixels in 2, normal pixels in 4), and checked for NaN/Inf there.
 // Normal pixels, usually the vast majority, are never copied or sorted; pass 4 is bound by the
 // latency of its table lookups (about 4 ns per pixel and thread).
@@ -13,6 +15,8 @@
 // lookup table, an H*W int32 label buffer per worker and 8 * (#distinct defect scores + 1) bytes
 // of counters per worker.
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -111,6 +115,57 @@ class Locator {
   std::vector<uint32_t> start_;
 };
 
+// Host clock per phase when BuildParams::profile is set.
+class PhaseClock {
+ public:
+  PhaseClock(bool on, std::vector<Phase>& out) : on_(on), out_(out), start_(now()), last_(start_) {
+    if (on_) out_.clear();
+  }
+  void mark(const char* name) {
+    if (!on_) return;
+    const auto t = now();
+    out_.push_back(Phase{name, ms(last_, t), false});
+    last_ = t;
+  }
+  void total() {
+    if (on_) out_.push_back(Phase{"total", ms(start_, now()), false});
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static Clock::time_point now() { return Clock::now(); }
+  static double ms(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+  bool on_;
+  std::vector<Phase>& out_;
+  Clock::time_point start_, last_;
+};
+
+// Joins the vertical runs in place (metrics.h): group i is added to the group before it when
+// joins_previous(eq[i-1], btw[i], eq[i]) holds for the original counts.
+void join_vertical_runs(Table& t) {
+  const int64_t m = static_cast<int64_t>(t.eq.size());
+  int64_t r = 0;
+  uint64_t eq_prev = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint64_t eq = t.eq[i];
+    if (i > 0 && joins_previous(eq_prev, t.btw[i], eq)) {
+      t.pos[r - 1] += t.pos[i];
+      t.wsum[r - 1] += t.wsum[i];
+    } else {
+      t.btw[r] = t.btw[i], t.eq[r] = eq, t.pos[r] = t.pos[i], t.wsum[r] = t.wsum[i];
+      ++r;
+    }
+    eq_prev = eq;
+  }
+  t.btw[r] = t.btw[m];
+  t.btw.resize(static_cast<size_t>(r + 1));
+  t.eq.resize(static_cast<size_t>(r));
+  t.pos.resize(static_cast<size_t>(r));
+  t.wsum.resize(static_cast<size_t>(r));
+}
+
 template <typename T>
 void build(const BuildParams& p, Table& t) {
   using Key = decltype(order_key(T{}));
@@ -119,6 +174,7 @@ void build(const BuildParams& p, Table& t) {
   Stats& st = t.stats;
   st = Stats{};
   st.n_pixels = n;
+  PhaseClock clock(p.profile, t.profile);
   std::vector<MapInfo> info(static_cast<size_t>(N));
 
   // 1. Mask validation and defect counts.
@@ -130,8 +186,10 @@ void build(const BuildParams& p, Table& t) {
     if (st.first_nonbinary < 0) st.first_nonbinary = inf.first_nonbinary;
   }
   st.n_neg = n - st.n_pos;
+  clock.mark("validate masks");
   if (!st.valid()) return;
   for (int64_t mi = 1; mi < N; ++mi) info[mi].rec_offset = info[mi - 1].rec_offset + info[mi - 1].n_pos;
+  const bool regions = p.need_regions;
 
   // 2. Components and defect records (region ids local to the map for now).
   std::vector<Rec<Key>> recs(static_cast<size_t>(st.n_pos));
@@ -140,6 +198,32 @@ void build(const BuildParams& p, Table& t) {
     std::vector<int32_t> region_of;
     for (int64_t mi = b; mi < e; ++mi) {
       if (info[mi].n_pos == 0) continue;
+      if (!regions) {  // defect pixels in raster order, region 0
+        const uint8_t* mk = p.masks + mi * HW;
+        const T* s = maps + mi * HW;
+        Rec<Key>* out = recs.data() + info[mi].rec_offset;
+        int64_t k = 0;
+        for (int64_t i = 0; i < HW;) {
+          if (i + 8 <= HW) {  // masks are mostly zero: skip them eight at a time
+            uint64_t word;
+            std::memcpy(&word, mk + i, 8);
+            if (!word) {
+              i += 8;
+              continue;
+            }
+          }
+          const int64_t e = std::min(HW, i + 8);
+          for (; i < e; ++i) {
+            if (!mk[i]) continue;
+            const T v = s[i];
+            if (!is_finite_bits(v)) {
+              if (info[mi].n_nonfinite++ == 0) info[mi].first_nonfinite = mi * HW + i;
+            }
+            out[k++] = Rec<Key>{order_key(v), 0};
+          }
+        }
+        continue;
+      }
       label_map_cpu(p.masks + mi * HW, p.H, p.W, scratch, region_of, info[mi].sizes);
       const T* s = maps + mi * HW;
       Rec<Key>* out = recs.data() + info[mi].rec_offset;
@@ -159,8 +243,9 @@ void build(const BuildParams& p, Table& t) {
     st.n_regions += static_cast<int64_t>(info[mi].sizes.size());
   }
   if (st.n_regions >= (int64_t{1} << 32)) throw std::invalid_argument("metrics: more than 2^32 defect regions");
-  std::vector<u128> weight(static_cast<size_t>(st.n_regions));
-  parallel_for(N, 1, [&](int64_t b, int64_t e) {
+  if (!regions) st.n_regions = -1;
+  std::vector<u128> weight(regions ? static_cast<size_t>(st.n_regions) : 0);
+  if (regions) parallel_for(N, 1, [&](int64_t b, int64_t e) {
     for (int64_t mi = b; mi < e; ++mi) {
       const MapInfo& inf = info[mi];
       for (size_t r = 0; r < inf.sizes.size(); ++r) weight[inf.region_offset + r] = region_weight(inf.sizes[r]);
@@ -169,18 +254,24 @@ void build(const BuildParams& p, Table& t) {
     }
   });
   info.clear();
+  clock.mark(regions ? "components + records" : "records");
 
   // 3. Sort by score, reduce equal scores to groups.
   {
     std::vector<Rec<Key>> tmp;
     radix_sort_by_key(recs, tmp);
   }
+  clock.mark("sort");
   std::vector<Key> d;
   for (int64_t i = 0; i < st.n_pos;) {
     const Key k = recs[i].key;
     uint64_t cnt = 0;
     u128 w = 0;
-    for (; i < st.n_pos && recs[i].key == k; ++i) ++cnt, w += weight[recs[i].region];
+    if (regions) {
+      for (; i < st.n_pos && recs[i].key == k; ++i) ++cnt, w += weight[recs[i].region];
+    } else {
+      for (; i < st.n_pos && recs[i].key == k; ++i) ++cnt;
+    }
     d.push_back(k);
     t.pos.push_back(cnt);
     t.wsum.push_back(w);
@@ -190,6 +281,7 @@ void build(const BuildParams& p, Table& t) {
   const int64_t m = static_cast<int64_t>(d.size());
   st.n_groups = m;
   if (m >= (int64_t{1} << 32) - 1) throw std::invalid_argument("metrics: more than 2^32 distinct defect scores");
+  clock.mark("reduce groups");
 
   // 4. Count the normal pixels per group (equal score) and per interval (between two groups).
   // 32-bit counters per worker (each worker's range is below 2^32 pixels), summed at the end.
@@ -234,7 +326,13 @@ void build(const BuildParams& p, Table& t) {
     for (int64_t i = 0; i <= m; ++i) t.btw[i] += c[2 * i];
     for (int64_t i = 0; i < m; ++i) t.eq[i] += c[2 * i + 1];
   }
+  clock.mark("count normals");
+  if (p.join_runs) join_vertical_runs(t);
+  st.n_table = static_cast<int64_t>(t.eq.size());
+  clock.mark("join vertical runs");
   t.finalize();
+  clock.mark("finalize");
+  clock.total();
 }
 
 }  // namespace

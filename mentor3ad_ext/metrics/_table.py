@@ -7,6 +7,7 @@ official curve (the only approximation is the 2^-96 fixed point of 1/region_size
 """
 from __future__ import annotations
 
+import os
 from bisect import bisect
 from fractions import Fraction
 from typing import List, Optional, Sequence, Tuple
@@ -20,14 +21,24 @@ from ._inputs import unravel
 
 WEIGHT_BITS = 96  # must match csrc/metrics/exact_math.h
 
+# M3AD_METRICS_PROFILE=1: every build records its phase times (BuildParams::profile); the last
+# one is kept here as [(phase, milliseconds, "gpu" | "host")] (see scripts/profile_metrics.py).
+LAST_PROFILE: Optional[list] = None
+
+
+def _profile_env() -> bool:
+    return os.environ.get("M3AD_METRICS_PROFILE", "") not in ("", "0")
+
 
 class Built:
-    """A built table with its statistics (dict) and the shape it was built from."""
+    """A built table with its statistics (dict), the shape it was built from and, when profiled,
+    its phase times."""
 
-    def __init__(self, table, stats: dict, shape):
+    def __init__(self, table, stats: dict, shape, profile: Optional[list] = None):
         self.table = table
         self.stats = stats
         self.shape = shape
+        self.profile = profile
 
     @property
     def n_neg(self) -> int:
@@ -39,14 +50,28 @@ class Built:
 
     @property
     def n_regions(self) -> int:
-        return self.stats["n_regions"]
+        n = self.stats["n_regions"]
+        if n < 0:
+            raise RuntimeError("metrics: this table was built without regions (need_regions=False)")
+        return n
 
 
 def build(op: str, maps: torch.Tensor, masks: torch.Tensor, *, mask_name: str = "gt_masks",
-          map_name: str = "anomaly_maps") -> Built:
-    """Validate values and build the table (maps (N,H,W) float32/64, masks (N,H,W) uint8, contiguous)."""
+          map_name: str = "anomaly_maps", need_regions: bool = True, profile: Optional[bool] = None,
+          search: int = 0, host_buffer: bool = True, join_runs: bool = True) -> Built:
+    """Validate values and build the table (maps (N,H,W) float32/64, masks (N,H,W) uint8, contiguous).
+
+    need_regions=False (the AUROCs) skips the connected components: `n_regions` is then unknown.
+    profile (default: the M3AD_METRICS_PROFILE environment variable) records phase times;
+    search, host_buffer (the CUDA build copies into a torch buffer, pinned on a GPU; False: a
+    std::vector) and join_runs (False: one group per distinct defect score) are for
+    measurements and tests only.
+    """
+    global LAST_PROFILE
     N, H, W = maps.shape
     dev, stream = device_args(maps)
+    if profile is None:
+        profile = _profile_env()
     keep: List[torch.Tensor] = []
 
     def alloc(nbytes: int) -> int:
@@ -54,8 +79,20 @@ def build(op: str, maps: torch.Tensor, masks: torch.Tensor, *, mask_name: str = 
         keep.append(buf)
         return buf.data_ptr()
 
-    table = lib().metrics_build(maps.data_ptr(), masks.data_ptr(), N, H, W, DTYPE_TAGS[maps.dtype], dev, stream, alloc)
+    def alloc_host(nbytes: int) -> int:
+        # Pinned memory (torch's caching host allocator) copies at full bus speed; under the CUDA
+        # emulator the "device" is the CPU and plain memory does.
+        buf = torch.empty(max(int(nbytes), 1), dtype=torch.uint8, pin_memory=maps.is_cuda)
+        keep.append(buf)
+        return buf.data_ptr()
+
+    table = lib().metrics_build(maps.data_ptr(), masks.data_ptr(), N, H, W, DTYPE_TAGS[maps.dtype], dev, stream, alloc,
+                                alloc_host if host_buffer else None, bool(need_regions), bool(profile), int(search),
+                                bool(join_runs))
     keep.clear()  # the build has finished with its scratch memory (the table lives on the host)
+    prof = table.profile() if profile else None
+    if profile:
+        LAST_PROFILE = prof
     stats = dict(table.stats())
     if stats["n_nonbinary"]:
         idx = unravel(stats["first_nonbinary"], maps.shape)
@@ -67,7 +104,7 @@ def build(op: str, maps: torch.Tensor, masks: torch.Tensor, *, mask_name: str = 
         value = float(maps.reshape(-1)[stats["first_nonfinite"]])
         raise ValueError(f"{op}: {map_name} contains NaN or Inf ({stats['n_nonfinite']} values, first {value} "
                          f"at index {idx}); scores must be finite")
-    return Built(table, stats, tuple(maps.shape))
+    return Built(table, stats, tuple(maps.shape), prof)
 
 
 def require_pro_defined(op: str, b: Built, mask_name: str = "gt_masks") -> None:

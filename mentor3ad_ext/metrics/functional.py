@@ -78,7 +78,7 @@ def pixel_auroc(anomaly_maps, gt_masks) -> float:
     exactly as scikit-learn's roc_auc_score. Same inputs and errors as `aupro`."""
     op = "pixel_auroc"
     maps, masks = maps_and_masks(op, anomaly_maps, gt_masks)
-    b = T.build(op, maps, masks)
+    b = T.build(op, maps, masks, need_regions=False)  # the ROC needs no connected components
     T.require_two_classes(op, b, "gt_masks")
     return T.roc_value(b, b.table.query([], []))
 
@@ -98,7 +98,7 @@ def image_auroc(scores, labels) -> float:
         raise TypeError(f"{op}: scores must be real numbers, got dtype {str(s.dtype).replace('torch.', '')}")
     s = score_tensor(s.cpu()).reshape(-1, 1, 1)
     y = mask_tensor(op, "labels", y.cpu()).reshape(-1, 1, 1)
-    b = T.build(op, s, y, mask_name="labels", map_name="scores")
+    b = T.build(op, s, y, mask_name="labels", map_name="scores", need_regions=False)
     T.require_two_classes(op, b, "labels")
     return T.roc_value(b, b.table.query([], []))
 

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -525,12 +526,6 @@ cudaError_t cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0 || attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) return cudaErrorInvalidValue;
-  *value = static_cast<int>(emu::kMaxDynamicSmem);
-  return cudaSuccess;
-}
-
 namespace emu {
 cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || static_cast<size_t>(value) > kMaxDynamicSmem)
@@ -572,3 +567,50 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::last_error; }
 cudaError_t cudaDeviceSynchronize() { return emu::last_error; }
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return emu::last_error = cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; return cudaSuccess;
+    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(emu::kMaxDynamicSmem); return cudaSuccess;
+  }
+  return emu::last_error = cudaErrorInvalidValue;
+}
+
+// An event is the steady-clock time (in nanoseconds) of its last record; -1 before that.
+struct CUevent_st {
+  int64_t ns = -1;
+};
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  if (!event) return emu::last_error = cudaErrorInvalidValue;
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (!event) return emu::last_error = cudaErrorInvalidValue;
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (!event) return emu::last_error = cudaErrorInvalidValue;
+  event->ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch()).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return event ? cudaSuccess : (emu::last_error = cudaErrorInvalidValue);
+}
+
+// CUDA returns cudaErrorInvalidResourceHandle for an event never recorded; InvalidValue here.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms || !start || !end || start->ns < 0 || end->ns < 0) return emu::last_error = cudaErrorInvalidValue;
+  *ms = static_cast<float>(static_cast<double>(end->ns - start->ns) * 1e-6);
+  return cudaSuccess;
+}

@@ -35,6 +35,14 @@ enum cudaError {
 };
 typedef cudaError cudaError_t;
 typedef struct CUstream_st* cudaStream_t;
+typedef struct CUevent_st* cudaEvent_t;
+enum cudaDeviceAttr {
+  cudaDevAttrMaxThreadsPerBlock = 1,
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrWarpSize = 10,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
   cudaMemcpyHostToDevice = 1,
@@ -68,12 +76,40 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream = nullptr);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize();
+// Attributes of the emulated device: 32-lane warps, 1024 threads and 48 KiB of dynamic shared
+// memory per block without an opt-in, 227 KiB with one (the launch checks), 4 multiprocessors
+// (any count is valid; grids are not limited).
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+// Occupancy of the emulated multiprocessor: 2048 threads and 96 KiB of shared memory (static
+// shared memory of `kernel` is not known here and counts as zero); 0 for blocks over 1024.
+template <typename Kernel>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num_blocks, Kernel /*kernel*/, int block_size,
+                                                          size_t dynamic_smem_bytes) {
+  if (!num_blocks || block_size <= 0) return cudaErrorInvalidValue;
+  if (block_size > 1024 || dynamic_smem_bytes > 48 * 1024) {
+    *num_blocks = 0;
+    return cudaSuccess;
+  }
+  int n = 2048 / block_size;
+  if (dynamic_smem_bytes > 0) {
+    const int by_smem = static_cast<int>((96 * 1024) / dynamic_smem_bytes);
+    n = by_smem < n ? by_smem : n;
+  }
+  *num_blocks = n;
+  return cudaSuccess;
+}
+// Events: work runs at launch time here, so an event records the host clock when recorded;
+// elapsed times are those of the emulated work in between (milliseconds, as in CUDA).
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
 // Dynamic shared memory above 48 KiB needs a per-kernel opt-in, as on the device; the emulated
-// device's opt-in limit is an sm_90's (227 KiB).
+// device's opt-in limit is an sm_90's (227 KiB, cudaDevAttrMaxSharedMemoryPerBlockOptin). The
+// occupancy call above does not model opt-ins.
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 namespace emu {
 cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value);
 }

@@ -7,6 +7,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_run_length_encode.cuh>
+#include <cub/device/device_scan.cuh>
 #include <cub/device/device_select.cuh>
 #include <cub/util_type.cuh>
 #include <thrust/iterator/counting_iterator.h>
@@ -284,6 +285,64 @@ void test_iterators() {
   CHECK(*t2 == Widen{}(2) && t2.base() == data + 1 && t < t2);
 }
 
+// SortKeys (pointer and DoubleBuffer forms) against std::stable_sort on bits [b, e).
+template <typename K>
+void test_sort_keys() {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{257}, size_t{5000}}) {
+    for (int bits : {int(8 * sizeof(K)), 12}) {
+      std::vector<K> in(n);
+      for (auto& k : in) k = random_key<K>(n > 300 ? 50 : 0);
+      const uint64_t mask = bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1;
+      std::vector<K> want = in;
+      std::stable_sort(want.begin(), want.end(),
+                       [&](K a, K b) { return (static_cast<uint64_t>(a) & mask) < (static_cast<uint64_t>(b) & mask); });
+      std::vector<K> out(n, K(7));
+      two_phase([&](void* t, size_t& bytes) { return cub::DeviceRadixSort::SortKeys(t, bytes, in.data(), out.data(), n, 0, bits); },
+                [&] { return std::count(out.begin(), out.end(), K(7)) == static_cast<long>(n); });
+      CHECK(out == want);
+      std::vector<K> cur = in, alt(n, K(9));
+      cub::DoubleBuffer<K> db(cur.data(), alt.data());
+      size_t bytes = 0;
+      CHECK(cub::DeviceRadixSort::SortKeys(nullptr, bytes, db, n, 0, bits) == cudaSuccess && db.selector == 0);
+      std::vector<unsigned char> temp(bytes);
+      CHECK(cub::DeviceRadixSort::SortKeys(temp.data(), bytes, db, n, 0, bits) == cudaSuccess);
+      CHECK(db.selector == 1 && db.Current() == alt.data());
+      CHECK(std::equal(want.begin(), want.end(), db.Current()));
+    }
+  }
+}
+
+struct IsOdd {  // like metrics' HeadFlag: index -> 0/1 flag
+  const uint64_t* v;
+  uint32_t operator()(int64_t i) const { return static_cast<uint32_t>(v[i] & 1); }
+};
+
+void test_scan() {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{100}, size_t{10000}}) {
+    std::vector<uint64_t> v(n);
+    for (auto& x : v) x = rng();
+    std::vector<uint64_t> want(n);
+    std::partial_sum(v.begin(), v.end(), want.begin());
+    std::vector<uint64_t> out(n, 1);
+    two_phase([&](void* t, size_t& bytes) { return cub::DeviceScan::InclusiveSum(t, bytes, v.data(), out.data(), n); },
+              [&] { return std::count(out.begin(), out.end(), 1u) == static_cast<long>(n); });
+    CHECK(out == want);
+    // A transform iterator over indices as input, 32-bit sums (run numbers of the metrics).
+    auto flags = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), IsOdd{v.data()});
+    std::vector<uint32_t> runs(n, 0), want_runs(n);
+    uint32_t acc = 0;
+    for (size_t i = 0; i < n; ++i) want_runs[i] = acc += static_cast<uint32_t>(v[i] & 1);
+    size_t bytes = 0;
+    CHECK(cub::DeviceScan::InclusiveSum(nullptr, bytes, flags, runs.data(), static_cast<int64_t>(n)) == cudaSuccess);
+    std::vector<unsigned char> temp(bytes);
+    CHECK(cub::DeviceScan::InclusiveSum(temp.data(), bytes, flags, runs.data(), static_cast<int64_t>(n)) == cudaSuccess);
+    CHECK(runs == want_runs);
+  }
+  size_t bytes = 0;
+  uint64_t x = 0;
+  CHECK(cub::DeviceScan::InclusiveSum(nullptr, bytes, &x, &x, -1) == cudaErrorInvalidValue);
+}
+
 }  // namespace
 
 int main() {
@@ -295,6 +354,9 @@ int main() {
   test_sort_errors();
   test_select();
   test_reduce_and_encode();
+  test_sort_keys<uint32_t>();
+  test_sort_keys<uint64_t>();
+  test_scan();
   if (g_failures) {
     std::printf("test_cub_shims: %d check(s) failed\n", g_failures);
     return 1;

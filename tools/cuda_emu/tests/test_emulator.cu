@@ -976,6 +976,48 @@ static void test_section10() {
   CHECK(bits[0] == 0 && bits[1] == static_cast<long long>(0x8000000000000000ull) && bits[2] == 0x3ff0000000000000ll);
 }
 
+// ============================================================================================
+// 11. events and device attributes
+// ============================================================================================
+
+__global__ void spin_kernel(unsigned long long* out, int iters) {
+  unsigned long long x = threadIdx.x;
+  for (int i = 0; i < iters; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  atomicAdd(out, x & 1ull);
+}
+
+static void test_section11() {
+  cudaEvent_t a = nullptr, b = nullptr;
+  CHECK(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess && a && b);
+  float ms = -1;
+  CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidValue);  // never recorded
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  unsigned long long sink = 0;
+  CHECK(cudaEventRecord(a) == cudaSuccess);
+  spin_kernel<<<4, 64>>>(&sink, 20000);
+  CHECK(cudaEventRecord(b, nullptr) == cudaSuccess);
+  CHECK(cudaEventSynchronize(b) == cudaSuccess);
+  CHECK(cudaEventElapsedTime(&ms, a, b) == cudaSuccess);
+  CHECK(ms > 0.0f && ms < 60000.0f);  // the launch ran between the two records
+  float back = 1;
+  CHECK(cudaEventElapsedTime(&back, b, a) == cudaSuccess && back == -ms);
+  CHECK(cudaEventDestroy(a) == cudaSuccess && cudaEventDestroy(b) == cudaSuccess);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  int v = 0;
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess && v >= 1);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrWarpSize, 0) == cudaSuccess && v == 32);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxThreadsPerBlock, 0) == cudaSuccess && v == 1024);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlock, 0) == cudaSuccess && v == 48 * 1024);
+  CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrWarpSize, 1) == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
+  int nb = -1;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 512, 0) == cudaSuccess && nb == 4);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 256, 40 * 1024) == cudaSuccess && nb == 2);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 2048, 0) == cudaSuccess && nb == 0);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 64, 49 * 1024) == cudaSuccess && nb == 0);
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, spin_kernel, 0, 0) == cudaErrorInvalidValue);
+}
+
 int main() {
   struct {
     const char* name;
@@ -987,6 +1029,7 @@ int main() {
       {"7 per-thread parameters", test_section7}, {"8 concurrent host threads", test_section8},
       {"9 wrap-around lanes, xor butterfly, __syncwarp, ballot, any/all, mixed atomics", test_section9},
       {"10 __shfl_up_sync, double bit casts", test_section10},
+      {"11 events, device attributes, occupancy", test_section11},
   };
   for (const auto& s : sections) {
     const int before = g_failures;

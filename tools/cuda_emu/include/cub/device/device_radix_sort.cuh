@@ -1,4 +1,5 @@
-// CPU emulation of cub::DeviceRadixSort::SortPairs (synchronous; the stream is ignored).
+// CPU emulation of cub::DeviceRadixSort::SortPairs and SortKeys (synchronous; the stream is
+// ignored).
 // Only unsigned integer keys are supported: CUB's bit twiddling for signed/float keys is not
 // needed by our sources, and the static_assert says so instead of sorting them wrongly.
 #pragma once
@@ -84,6 +85,33 @@ struct DeviceRadixSort {
     if (err != cudaSuccess || d_temp_storage == nullptr) return err;  // an error or a size query: no sort
     d_keys.selector ^= 1;
     d_values.selector ^= 1;
+    return cudaSuccess;
+  }
+
+  // Keys only: the same sort with a payload nobody reads (the shim's sort stages its output, so
+  // a scratch payload is simpler than a second sort routine).
+  template <typename K, typename NumItemsT>
+  static cudaError_t SortKeys(void* d_temp_storage, size_t& temp_storage_bytes, const K* d_keys_in, K* d_keys_out,
+                              NumItemsT num_items, int begin_bit = 0, int end_bit = sizeof(K) * 8,
+                              cudaStream_t /*stream*/ = 0) {
+    if (!emu_detail::valid_bit_range<K>(begin_bit, end_bit)) return cudaErrorInvalidValue;
+    size_t n = 0;
+    bool done = false;
+    const cudaError_t err = emu_detail::begin_call(d_temp_storage, temp_storage_bytes, num_items, n, done);
+    if (done) return err;
+    std::vector<unsigned char> in(n), out(n);
+    emu_detail::sort_pairs(d_keys_in, in.data(), d_keys_out, out.data(), n, begin_bit, end_bit);
+    return cudaSuccess;
+  }
+
+  template <typename K, typename NumItemsT>
+  static cudaError_t SortKeys(void* d_temp_storage, size_t& temp_storage_bytes, DoubleBuffer<K>& d_keys,
+                              NumItemsT num_items, int begin_bit = 0, int end_bit = sizeof(K) * 8,
+                              cudaStream_t stream = 0) {
+    const cudaError_t err = SortKeys(d_temp_storage, temp_storage_bytes, d_keys.Current(), d_keys.Alternate(), num_items,
+                                     begin_bit, end_bit, stream);
+    if (err != cudaSuccess || d_temp_storage == nullptr) return err;
+    d_keys.selector ^= 1;
     return cudaSuccess;
   }
 };
