@@ -15,19 +15,10 @@ from mentor3ad_ext.ops import knn as knn_op
 from mentor3ad_ext.ops._launch import C, device_args, dtype_tag, ptr
 from mentor3ad_ext.ops._spatial import gather_points, morton_codes, morton_frame, tile_boxes
 
+from _cuda_timing import cuda_median_ms  # this folder
 
-def timed(fn, reps=20):
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return sorted(ts)[len(ts) // 2]
+
+timed = cuda_median_ms
 
 
 def plan(p1, p2, l1, l2):

@@ -24,6 +24,8 @@ import mentor3ad_ext as m  # noqa: E402
 from mentor3ad_ext.metrics import _table as T  # noqa: E402
 from metrics_data import make_test_set  # noqa: E402
 
+from _cuda_timing import cuda_median_ms  # noqa: E402  (this folder)
+
 CASES = {"200x224x224": (200, 224, 224), "100x800x800": (100, 800, 800)}
 EMULATED = "--emulated" in sys.argv[1:]  # CUDA kernels under the host emulator, on CPU tensors
 DEV = "cpu" if EMULATED else "cuda"
@@ -33,17 +35,7 @@ def timed(fn, reps=15):
     """Median milliseconds of fn() between CUDA events (fn's own host waits included)."""
     if EMULATED:
         return host_timed(fn, reps=2)
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+    return cuda_median_ms(fn, reps)
 
 
 def host_timed(fn, reps=5):

@@ -55,4 +55,16 @@ __device__ __forceinline__ void for_each_row(int64_t n, F&& row) {
     row(r);
 }
 
+// Calls body(i, lane) for every i in [0, n) rounded up to whole warps: a grid-stride walk over
+// windows of 32 consecutive indices (32-aligned), one window per warp and iteration. The loop
+// bound depends on the warp only, so every lane of a warp makes the same calls and full-mask
+// warp votes and shuffles inside `body` see all 32 lanes; body must check i < n itself.
+template <typename F>
+__device__ __forceinline__ void for_each_warp_window(int64_t n, F&& body) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t base = warp * 32; base < n; base += warps * 32) body(base + lane, lane);
+}
+
 }  // namespace m3ad

@@ -66,16 +66,12 @@ __device__ __forceinline__ void unite(int32_t* L, int32_t a, int32_t b) {
   }
 }
 
-// The kernels walk the pixels in windows of 32 consecutive flat indices (32-aligned), one window
-// per warp and iteration, all lanes in lock step (the loop bound depends on the warp only), so
-// that warp votes see every lane. A map border is always a row start, so no run crosses it.
+// ccl_init and ccl_finish walk the pixels in windows of 32 consecutive flat indices, all lanes of
+// a warp in lock step (for_each_warp_window), so that warp votes see every lane. A map border is
+// always a row start, so no run crosses it.
 __global__ void ccl_init(const uint8_t* __restrict__ masks, int64_t n, int64_t HW, int64_t W,
                          int32_t* __restrict__ labels, uint32_t* __restrict__ sizes) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t base = warp * 32; base < n; base += warps * 32) {
-    const int64_t i = base + lane;
+  for_each_warp_window(n, [&](int64_t i, int lane) {
     const bool d = i < n && masks[i];
     int64_t loc = 0;
     bool start = false;
@@ -92,7 +88,7 @@ __global__ void ccl_init(const uint8_t* __restrict__ masks, int64_t n, int64_t H
       labels[i] = static_cast<int32_t>(loc - (lane - s));
       sizes[i] = 0;
     }
-  }
+  });
 }
 
 // Each run R = [s, e] of row y must be united with every run U of row y - 1 that touches it,
@@ -135,11 +131,7 @@ __global__ void ccl_merge(const uint8_t* __restrict__ masks, int64_t n, int64_t 
 // per group of lanes with the same root), and the number of components.
 __global__ void ccl_finish(const uint8_t* __restrict__ masks, int64_t n, int64_t HW, int32_t* labels, uint32_t* sizes,
                            unsigned long long* n_regions) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t base = warp * 32; base < n; base += warps * 32) {
-    const int64_t i = base + lane;
+  for_each_warp_window(n, [&](int64_t i, int lane) {
     const bool d = i < n && masks[i];
     long long key = -1;
     bool is_root = false;
@@ -155,7 +147,7 @@ __global__ void ccl_finish(const uint8_t* __restrict__ masks, int64_t n, int64_t
     if (d && lane == __ffs(static_cast<int>(peers)) - 1) atomicAdd(sizes + key, static_cast<uint32_t>(__popc(peers)));
     const unsigned roots = __ballot_sync(kFull, is_root);
     if (lane == 0 && roots) atomicAdd(n_regions, static_cast<unsigned long long>(__popc(roots)));
-  }
+  });
 }
 
 }  // namespace

@@ -121,14 +121,10 @@ template <typename T, typename Key, bool kRegions>
 __global__ void emit_records(const T* __restrict__ maps, const uint8_t* __restrict__ masks, int64_t n, int64_t HW,
                              const int32_t* __restrict__ labels, const uint32_t* __restrict__ sizes,
                              Key* __restrict__ keys, uint32_t* __restrict__ vals, unsigned long long* cursor) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t base = warp * 32; base < n; base += warps * 32) {
-    const int64_t i = base + lane;
+  for_each_warp_window(n, [&](int64_t i, int lane) {
     const bool d = i < n && masks[i];
     const unsigned ballot = __ballot_sync(kFull, d);
-    if (ballot == 0) continue;  // the same for every lane
+    if (ballot == 0) return;  // the same for every lane
     unsigned long long at = 0;
     if (lane == 0) at = atomicAdd(cursor, static_cast<unsigned long long>(__popc(ballot)));
     at = __shfl_sync(kFull, at, 0);
@@ -140,7 +136,7 @@ __global__ void emit_records(const T* __restrict__ maps, const uint8_t* __restri
         vals[j] = sizes[mbase + labels[i]];  // labels[i] is the root after ccl_finish
       }
     }
-  }
+  });
 }
 
 // Per group: number of defect pixels and sum of their fixed-point weights.
@@ -177,12 +173,9 @@ __global__ void __launch_bounds__(kCountThreads)
   }
   __syncthreads();
   const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   const Key lowest = m ? d[0] : Key{0}, highest = m ? d[m - 1] : Key{0};
   unsigned long long below = 0, above = 0;  // slots 0 and 2m, counted in registers
-  for (int64_t base = warp * 32; base < n; base += warps * 32) {
-    const int64_t i = base + lane;
+  for_each_warp_window(n, [&](int64_t i, int) {
     long long slot = -1;
     if (i < n && !masks[i]) {
       const Key k = order_key(maps[i]);
@@ -218,7 +211,7 @@ __global__ void __launch_bounds__(kCountThreads)
     const unsigned peers = __match_any_sync(kFull, slot);
     if (slot >= 0 && lane == __ffs(static_cast<int>(peers)) - 1)
       atomicAdd(counts + slot, static_cast<unsigned long long>(__popc(peers)));
-  }
+  });
   below = warp_sum(below), above = warp_sum(above);
   if (lane == 0) {
     if (below) atomicAdd(counts, below);

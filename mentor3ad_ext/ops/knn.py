@@ -63,12 +63,17 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, l
                   norm, list_mode, dtype_tag(p1), dev, stream)
 
 
+def _outputs(p1, K: int):
+    """Empty (dists, idx) of shape (B, P1, K)."""
+    B, P1, _ = p1.shape
+    return (torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device),
+            torch.empty((B, P1, K), dtype=torch.int64, device=p1.device))
+
+
 def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int = 0):
     """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests
     and measurements."""
-    B, P1, _ = p1.shape
-    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
-    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    dists, idx = _outputs(p1, K)
     if dists.numel():
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode)
     return dists, idx
@@ -87,9 +92,7 @@ def _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, se
 def _knn_scan(p1, p2, lengths1, lengths2, K: int, norm: int = 2, select_mode: int = SELECT_AUTO):
     """(dists, idx) through the C++ kNN, never the sorted tiles: for tests and measurements."""
     p1, p2 = p1.contiguous(), p2.contiguous()
-    B, P1, _ = p1.shape
-    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
-    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    dists, idx = _outputs(p1, K)
     if dists.numel():
         _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, select_mode)
     return dists, idx
@@ -100,8 +103,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
          K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
     B, P1, D = p1.shape
     P2 = p2.shape[1]
-    dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
-    idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)
+    dists, idx = _outputs(p1, K)
     if dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
