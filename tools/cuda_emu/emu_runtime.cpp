@@ -108,6 +108,7 @@ struct Scheduler {
   unsigned char* arena = nullptr;
   unsigned char* smem = nullptr;
   size_t smem_bytes = 0;
+  size_t smem_limit = 0;  // the launched kernel's limit on static + dynamic shared memory
   void* host_tsan = nullptr;
   char launch_token = 0, grid_done_token = 0;  // ThreadSanitizer sync objects of the launch
   // The block's: __syncthreads at [0], warp w at [1 + w]; in block memory, so they are fresh per
@@ -336,6 +337,13 @@ size_t dynamic_smem_limit(const void* kernel) {
   return it == smem_optin.end() ? kDefaultDynamicSmem : it->second;
 }
 
+// Static plus dynamic shared memory of a block: 48 KiB without an opt-in; with one, the opt-in
+// attribute bounds the dynamic part alone and the device's opt-in limit the sum (as in CUDA).
+size_t total_smem_limit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(attr_mutex);
+  return smem_optin.count(kernel) ? kMaxDynamicSmem : kDefaultDynamicSmem;
+}
+
 std::string geometry_error(const void* kernel, dim3 g, dim3 b, size_t smem) {
   const uint64_t threads = uint64_t{b.x} * b.y * b.z;
   if (threads == 0 || threads > kMaxThreads || b.x > 1024 || b.y > 1024 || b.z > 64)
@@ -386,6 +394,7 @@ void run_grid(const char* name, const void* kernel, dim3 grid, dim3 block, size_
   }
   sched().host_tsan = tsan_current();
   sched().smem_bytes = smem;
+  sched().smem_limit = total_smem_limit(kernel);
   sched().body = body;
   sched().ctx = ctx;
   sched().error.clear();
@@ -428,6 +437,11 @@ void* shared_alloc(const char* name, size_t bytes, size_t align) {
   }
   s.shared_vars[s.n_shared_vars++] = {name, offset};
   s.arena_used = offset + bytes;
+  // A block's static and dynamic shared memory share one limit (48 KiB, or the device's opt-in
+  // limit for a kernel that opted in).
+  if (s.arena_used + s.smem_bytes > s.smem_limit)
+    fail("static (" + std::to_string(s.arena_used) + " bytes so far) plus dynamic (" + std::to_string(s.smem_bytes) +
+         ") shared memory over the block limit of " + std::to_string(s.smem_limit) + " bytes at __shared__ " + name);
   // Garbage, as uninitialised shared memory is. Not under TSan: the arena is freshly mapped
   // there, and TSan would take this fill for the allocating thread's write.
   if (!kTsan) std::memset(s.arena + offset, 0xA5, bytes);

@@ -624,6 +624,16 @@ __global__ void lane_exits_before_shfl_kernel(int* out) {
   out[threadIdx.x] = v;
 }
 
+// 8 KiB of static shared memory beside the dynamic buffer: both count towards one limit.
+__global__ void static_and_dynamic_kernel(int* out) {
+  __shared__ int fixed[2048];
+  extern __shared__ int dyn[];
+  fixed[threadIdx.x] = static_cast<int>(threadIdx.x);
+  dyn[threadIdx.x] = 1;
+  __syncthreads();
+  out[threadIdx.x] = fixed[threadIdx.x] + dyn[threadIdx.x];
+}
+
 static void expect_config_error(dim3 grid, dim3 block, size_t smem, const char* what) {
   int ran = 0;
   mark_kernel<<<grid, block, smem>>>(&ran);
@@ -686,6 +696,18 @@ static void test_section6() {
     check_dyn_bytes(static_cast<unsigned>(optin));
   }
   expect_config_error(1, 32, 48 * 1024 + 1, "48 KiB + 1 for a kernel without an opt-in");
+  {
+    std::vector<int> out(32, 0);
+    static_and_dynamic_kernel<<<1, 32, 40 * 1024>>>(out.data());  // 8 + 40 KiB: exactly the limit
+    CHECK(cudaGetLastError() == cudaSuccess && out[31] == 32);
+    static_and_dynamic_kernel<<<1, 32, 40 * 1024 + 4>>>(out.data());
+    expect_launch_failure("8 KiB static + 40 KiB + 4 dynamic shared memory");
+    // With an opt-in the attribute bounds the dynamic part; the sum may pass 48 KiB.
+    CHECK(cudaFuncSetAttribute(static_and_dynamic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024) ==
+          cudaSuccess);
+    static_and_dynamic_kernel<<<1, 32, 200 * 1024>>>(out.data());
+    CHECK(cudaGetLastError() == cudaSuccess && out[31] == 32);
+  }
   expect_good_launch_after("configuration errors");
 
   // A bad launch, then a good one, then cudaGetLastError: the error is still reported.
