@@ -421,6 +421,21 @@ void run(const BuildParams& p, const Device& dev, Table& t) {
   void *sort_tmp = nullptr, *reduce_tmp = nullptr;
   size_t sort_bytes = 0, reduce_bytes = 0;
   const int key_bits = static_cast<int>(8 * sizeof(Key));
+  // The records' sort and their reduction to groups, for both the size query (null storage) and
+  // the call: with regions the region sizes travel with the keys and become weights; without,
+  // only the keys are sorted and every record counts one.
+  auto sort_records = [&](void* tmp, size_t& bytes, cub::DoubleBuffer<Key>& kb, cub::DoubleBuffer<uint32_t>& vb) {
+    return regions ? cub::DeviceRadixSort::SortPairs(tmp, bytes, kb, vb, n_pos, 0, key_bits, stream)
+                   : cub::DeviceRadixSort::SortKeys(tmp, bytes, kb, n_pos, 0, key_bits, stream);
+  };
+  auto reduce_groups = [&](void* tmp, size_t& bytes, const Key* keys, const uint32_t* vals) {
+    if (regions) {
+      auto in = thrust::make_transform_iterator(vals, AccOfSize{});
+      return cub::DeviceReduce::ReduceByKey(tmp, bytes, keys, uniq, in, acc, runs, AddAcc{}, n_pos, stream);
+    }
+    auto in = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), AccOne{});
+    return cub::DeviceReduce::ReduceByKey(tmp, bytes, keys, uniq, in, acc, runs, AddAcc{}, n_pos, stream);
+  };
   if (n_pos > 0) {
     if (regions) {
       mem.add(labels, n);
@@ -435,17 +450,8 @@ void run(const BuildParams& p, const Device& dev, Table& t) {
     {  // CUB size queries (no data is touched)
       cub::DoubleBuffer<Key> kb(nullptr, nullptr);
       cub::DoubleBuffer<uint32_t> vb(nullptr, nullptr);
-      if (regions) {
-        cuda_check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, kb, vb, n_pos, 0, key_bits, stream), "sort size");
-        auto in = thrust::make_transform_iterator(static_cast<const uint32_t*>(nullptr), AccOfSize{});
-        cuda_check(cub::DeviceReduce::ReduceByKey(nullptr, reduce_bytes, static_cast<const Key*>(nullptr), uniq, in, acc,
-                                                  runs, AddAcc{}, n_pos, stream), "reduce size");
-      } else {
-        cuda_check(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, kb, n_pos, 0, key_bits, stream), "sort size");
-        auto in = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), AccOne{});
-        cuda_check(cub::DeviceReduce::ReduceByKey(nullptr, reduce_bytes, static_cast<const Key*>(nullptr), uniq, in, acc,
-                                                  runs, AddAcc{}, n_pos, stream), "reduce size");
-      }
+      cuda_check(sort_records(nullptr, sort_bytes, kb, vb), "sort size");
+      cuda_check(reduce_groups(nullptr, reduce_bytes, nullptr, nullptr), "reduce size");
     }
     mem.add_bytes(sort_tmp, sort_bytes);
     mem.add_bytes(reduce_tmp, reduce_bytes);
@@ -467,24 +473,9 @@ void run(const BuildParams& p, const Device& dev, Table& t) {
     prof.device("emit records");
     cub::DoubleBuffer<Key> kb(k0, k1);
     cub::DoubleBuffer<uint32_t> vb(v0, v1);
-    if (regions) {
-      cuda_check(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, kb, vb, n_pos, 0, key_bits, stream),
-                 "DeviceRadixSort::SortPairs");
-    } else {
-      cuda_check(cub::DeviceRadixSort::SortKeys(sort_tmp, sort_bytes, kb, n_pos, 0, key_bits, stream),
-                 "DeviceRadixSort::SortKeys");
-    }
+    cuda_check(sort_records(sort_tmp, sort_bytes, kb, vb), "DeviceRadixSort (records)");
     prof.device("sort");
-    const Key* keys = kb.Current();
-    if (regions) {
-      auto in = thrust::make_transform_iterator(static_cast<const uint32_t*>(vb.Current()), AccOfSize{});
-      cuda_check(cub::DeviceReduce::ReduceByKey(reduce_tmp, reduce_bytes, keys, uniq, in, acc, runs, AddAcc{}, n_pos,
-                                                stream), "DeviceReduce::ReduceByKey");
-    } else {
-      auto in = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), AccOne{});
-      cuda_check(cub::DeviceReduce::ReduceByKey(reduce_tmp, reduce_bytes, keys, uniq, in, acc, runs, AddAcc{}, n_pos,
-                                                stream), "DeviceReduce::ReduceByKey");
-    }
+    cuda_check(reduce_groups(reduce_tmp, reduce_bytes, kb.Current(), vb.Current()), "DeviceReduce::ReduceByKey");
     prof.device("reduce groups");
     prof.host_start();
     cuda_check(cudaMemcpyAsync(&m, runs, sizeof(m), cudaMemcpyDeviceToHost, stream), "groups copy");
