@@ -466,6 +466,49 @@ def test_block_select_non_finite_distances_with_checks_off(device):
     assert torch.isinf(d[1, :, 266:400]).all() and (i[1, :, 266:400] % 3 == 0).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("norm", [1, 2])
+def test_overflowed_distances_on_every_path(device, dtype, norm):
+    # Finite coordinates whose distance overflows to +inf: such points are neighbours after every
+    # finite one, by index, on every path (csrc/knn/knn_overflow.h), as in the CPU kernels and the
+    # reference. Clouds where most points are that far, K above the finite count, far queries,
+    # ragged rows; the thread-per-query scans (P2 < 256), the warp scans (P2 >= 256) and the sorted
+    # tiles with each list keeper. NaN points (checks off) are no neighbours.
+    from mentor3ad_ext.ops.knn import _knn_tiles
+
+    big = 2e38 if dtype == torch.float32 else 1e308  # overflows norm 1 and 2 alike
+    g = torch.Generator().manual_seed(5)
+    for P2 in (200, 600):
+        p2 = torch.rand(3, P2, 3, generator=g, dtype=torch.float64)
+        p2[0, ::3] = big
+        p2[1, 10:] = big  # 10 finite points
+        p2[1, 25:40] = -big
+        p2[2, 2:] = big
+        p2[2, ::7, 1] = float("nan")
+        p1 = torch.rand(3, 20, 3, generator=g, dtype=torch.float64)
+        p1[0, 3] = big  # a far query: only the far points are at a finite distance
+        p1[1, 4] = -big
+        p1, p2 = p1.to(device, dtype), p2.to(device, dtype)
+        l1 = torch.tensor([20, 17, 5], device=device)
+        l2 = torch.tensor([P2, P2, P2 - 50], device=device)
+        for K in (1, 4, 16, 32, 33, 150, 256):
+            cd, ci = _cpu_knn(p1, p2, l1, l2, K, norm)
+            if K > 10:  # cloud 1 has 10 finite points: the next neighbours are the first far ones
+                far = torch.arange(10, min(K, 40))
+                assert torch.isinf(cd[1, 0, 10:min(K, P2)]).all() and torch.equal(ci[1, 0, 10:len(far) + 10], far)
+            assert (ci[1, 17:] == -1).all() and (ci[2, 5:] == -1).all()
+            got = {"scan": _knn_scan(p1, p2, l1, l2, K, norm, SELECT_NEVER)}
+            for mode in (0, 1, 2) if K > 32 else (0,):
+                if P2 >= 256:  # the sorted tiles serve 3-D clouds of thousands of points; any size works
+                    got[f"tiles {mode}"] = _knn_tiles(p1, p2, l1, l2, K, norm, mode)
+            for path, (d, i) in got.items():
+                assert torch.equal(i.cpu(), ci) and torch.equal(d.cpu(), cd), (P2, K, path)
+        ref = R.knn_points(p1[:2].cpu(), p2[:2].cpu(), l1[:2].cpu(), l2[:2].cpu(), K=150, norm=norm)  # no NaN
+        cd, ci = _cpu_knn(p1[:2], p2[:2], l1[:2], l2[:2], 150, norm)
+        assert torch.equal(ref.idx, ci) and torch.equal(ref.dists, cd)
+
+
 def test_block_select_rule():
     # The C++ rule that both the CUDA dispatch and the adapter's tiles choice ask (knn_select.h).
     from mentor3ad_ext.ops.knn import _block_select_pays, _tiles_pay

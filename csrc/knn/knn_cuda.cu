@@ -12,6 +12,7 @@
 // (distance, index) order, identical to the CPU tree search; a lane's strided scan keeps that
 // order within the lane, and the lexicographic merge keeps it across lanes. Few queries with
 // K > 32 go to one block per query instead (knn_select_cuda.cu; the rule in knn_select.h).
+// Neighbours at an overflowed, infinite distance are added by a second kernel (knn_overflow.h).
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -21,6 +22,7 @@
 #include "common/distance.h"
 #include "common/warp_query.cuh"
 #include "knn/knn.h"
+#include "knn/knn_overflow.h"
 #include "knn/knn_select.h"
 #include "knn/knn_select_cuda.cuh"
 #include "knn/warp_list.cuh"
@@ -223,8 +225,10 @@ __global__ void knn_warp_large_k(KnnParams p) {
   }
 }
 
+// Returns whether a list kernel ran (every path but the block select), whose rows may miss
+// neighbours at an infinite distance (knn_overflow.h).
 template <typename T, int kDim>
-void launch(const KnnParams& p, cudaStream_t stream) {
+bool launch(const KnnParams& p, cudaStream_t stream) {
   if (p.select_mode == kSelectAlways ||
       (p.select_mode == kSelectAuto && knn_block_select_pays(p.B, p.P1, p.P2, p.K))) {
     if (!knn_block_select_fits(p.P2, p.K))  // only a forced call gets here
@@ -232,7 +236,7 @@ void launch(const KnnParams& p, cudaStream_t stream) {
                                   std::to_string(kBlockSelectMaxK) + " and P2 < 2^31, got K = " +
                                   std::to_string(p.K) + ", P2 = " + std::to_string(p.P2));
     knn_block_select<T, kDim>(p, stream);
-    return;
+    return false;
   }
   const bool warp_path = warp_per_query_pays(p);
   if (p.K <= 32 && warp_path && p.P2 < (int64_t{1} << 32)) {
@@ -242,12 +246,12 @@ void launch(const KnnParams& p, cudaStream_t stream) {
     else if (p.K <= 16) knn_warp<T, kDim, 16><<<grid, kThreads, 0, stream>>>(p);
     else knn_warp<T, kDim, 32><<<grid, kThreads, 0, stream>>>(p);
     M3AD_CHECK_LAUNCH("knn (warp per query)");
-    return;
+    return true;
   }
   if (p.K <= kWarpListMaxK && warp_path) {
     knn_warp_large_k<T, kDim><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
     M3AD_CHECK_LAUNCH("knn (warp per query, large K)");
-    return;
+    return true;
   }
   const unsigned grid = blocks_for(p.B * p.P1, kThreads, (1LL << 31) - 1);
   if (p.K <= 1) knn_registers<T, kDim, 1><<<grid, kThreads, 0, stream>>>(p);
@@ -256,6 +260,7 @@ void launch(const KnnParams& p, cudaStream_t stream) {
   else if (p.K <= 32) knn_registers<T, kDim, 32><<<grid, kThreads, 0, stream>>>(p);
   else knn_global<T, kDim><<<grid, kThreads, 0, stream>>>(p);
   M3AD_CHECK_LAUNCH("knn");
+  return true;
 }
 
 }  // namespace
@@ -263,12 +268,11 @@ void launch(const KnnParams& p, cudaStream_t stream) {
 void knn_cuda(const KnnParams& p, const Device& dev) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
   DeviceGuard guard(dev.index);
-  dispatch_float(p.dtype, [&](auto tag) {
+  const bool lists = dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (p.D == 3) launch<T, 3>(p, as_stream(dev));
-    else launch<T, 0>(p, as_stream(dev));
-    return 0;
+    return p.D == 3 ? launch<T, 3>(p, as_stream(dev)) : launch<T, 0>(p, as_stream(dev));
   });
+  if (lists) knn_fill_overflowed_cuda(p, nullptr, nullptr, dev);
 }
 
 }  // namespace m3ad

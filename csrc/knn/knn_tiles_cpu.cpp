@@ -1,7 +1,8 @@
 // CPU twin of the tile-pruned kNN (knn_tiles.h): the same search per sorted query, rows in
 // parallel. The CPU adapter normally uses the KD-tree (knn_cpu.cpp); this one serves the tests of
-// the sorted plan and any CPU caller that already has it.
+// the sorted plan and any CPU caller that already has it. Infinite distances: knn_overflow.h.
 #include "common/parallel.h"
+#include "knn/knn_overflow.h"
 #include "knn/knn_tiles.h"
 
 namespace m3ad {
@@ -14,7 +15,13 @@ void knn_tiles_cpu(const KnnTilesParams& p) {
         const int64_t b = r / p.P1, qs = r % p.P1;
         const int64_t out = b * p.P1 + p.order1[r];
         NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K);
-        if (qs < clamp_len(p.lengths1, b, p.P1)) tiles_search<T>(p, b, qs, list);
+        if (qs < clamp_len(p.lengths1, b, p.P1)) {
+          tiles_search<T>(p, b, qs, list);
+          const TilesCloud<T> c(p, b);
+          if (may_miss_overflowed(list.count, p.K, c.n2))
+            list.count = append_overflowed<T, 3>(c.pts, c.order2, c.n2, 3, static_cast<const T*>(p.p1) + r * 3,
+                                                 p.norm, list.d, list.i, list.count, p.K);
+        }
         list.finish();
       }
     });

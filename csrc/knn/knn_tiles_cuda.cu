@@ -8,10 +8,12 @@
 // K <= 32: the list lives in registers (unrolled insertion, the K-th entry
 // kept in two scalars for the pruning test); larger K: in the output row itself, kept by one
 // thread, or for few queries (32 < K <= 256) by a warp per query (knn_tiles_warp_list).
+// Neighbours at an overflowed, infinite distance are added by a second kernel (knn_overflow.h).
 #include <cuda_runtime.h>
 
 #include "common/cuda_utils.cuh"
 #include "common/warp_query.cuh"
+#include "knn/knn_overflow.h"
 #include "knn/knn_tiles.h"
 #include "knn/warp_list.cuh"
 
@@ -191,6 +193,7 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
     return 0;
   });
   M3AD_CHECK_LAUNCH("knn (sorted tiles)");
+  knn_fill_overflowed_cuda(p, p.order1, p.order2, dev);
 }
 
 }  // namespace m3ad
