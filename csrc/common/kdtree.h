@@ -45,15 +45,16 @@ class KdTree {
     bool leaf() const { return left < 0; }
   };
 
-  // pts: n points of D coordinates, contiguous.
-  KdTree(const T* pts, int64_t n, int leaf_size = kLeafSize) : leaf_size_(leaf_size) {
+  // pts: n points of D coordinates, point i at pts + i * stride * D (stride > 1: every
+  // stride-th point of a larger cloud, without copying it out first).
+  KdTree(const T* pts, int64_t n, int leaf_size = kLeafSize, int64_t stride = 1) : leaf_size_(leaf_size) {
     // Partition a contiguous copy of (coordinates, index) records: far fewer cache misses
     // than partitioning indices into the caller's array.
     if (n > std::numeric_limits<int32_t>::max())
       throw std::invalid_argument("mentor3ad_ext: a single cloud may hold at most 2^31 - 1 points on the CPU");
     std::vector<Rec> recs(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      for (int j = 0; j < D; ++j) recs[i].c[j] = pts[i * D + j];
+      for (int j = 0; j < D; ++j) recs[i].c[j] = pts[i * stride * D + j];
       recs[i].index = static_cast<int32_t>(i);
     }
     order_.resize(n);
@@ -81,11 +82,11 @@ class KdTree {
   // Original index of the point at tree position i, and its coordinates.
   int64_t original(int64_t i) const { return order_[i]; }
   const T* point(int64_t i) const { return coords_.data() + i * D; }
-  // For a caller that keeps its own copies of the per-point arrays (FPS): hands over the
-  // original indices and frees the coordinates. The nodes stay; original() and point() must
-  // not be called afterwards.
-  std::vector<int64_t> take_order() { return std::move(order_); }
-  void release_points() { std::vector<T>().swap(coords_); }
+  // For a caller that takes over the per-point arrays (FPS): the original indices and the
+  // coordinates, both in tree order. The nodes stay; original() and point() must not be called
+  // afterwards.
+  std::vector<int32_t> take_order() { return std::move(order_); }
+  std::vector<T> take_points() { return std::move(coords_); }
 
   // Lower bound of the distance from q to any point inside the node's box.
   template <int kNorm = 2>
@@ -232,7 +233,7 @@ class KdTree {
   }
 
   int leaf_size_;
-  std::vector<int64_t> order_;
+  std::vector<int32_t> order_;  // clouds hold < 2^31 points (checked)
   std::vector<T> coords_;
   std::vector<Node> nodes_;
 };

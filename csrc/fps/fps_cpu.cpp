@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
-#include <memory>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -32,41 +31,54 @@ inline bool better(T v, int64_t i, T best_v, int64_t best_i) {
   return v > best_v || (v == best_v && i < best_i);
 }
 
+// Memory: 20 bytes per float point once built (coordinates 12, original index 4, min-distance
+// 4), 32 while the tree is built; the tree's own coordinate array becomes ours, each leaf's
+// points rearranged in place from xyz records into an x, a y and a z run.
 template <typename T>
 class KdFps {
  public:
-  KdFps(const T* pts, int64_t n) : tree_(pts, n, kLeafSize) {
+  // Point i of the cloud at pts + i * stride * 3.
+  KdFps(const T* pts, int64_t n, int64_t stride = 1) : tree_(pts, n, kLeafSize, stride) {
     const auto& nodes = tree_.nodes();
-    // The tree's per-point arrays move into ours (peak memory: a 1M-point cloud is ~50 MB).
     orig_ = tree_.take_order();
-    pos_.resize(n);
-    for (int j = 0; j < 3; ++j) xyz_[j].resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      pos_[orig_[i]] = i;
-      for (int j = 0; j < 3; ++j) xyz_[j][i] = tree_.point(i)[j];
+    xyz_ = tree_.take_points();
+    T runs[3 * kLeafSize];
+    for (const auto& nd : nodes) {
+      if (!nd.leaf()) continue;
+      const int64_t m = nd.end - nd.begin;
+      T* leaf = xyz_.data() + 3 * nd.begin;
+      for (int64_t i = 0; i < m; ++i)
+        for (int j = 0; j < 3; ++j) runs[j * m + i] = leaf[i * 3 + j];
+      std::copy(runs, runs + 3 * m, leaf);
     }
-    tree_.release_points();
     mind_.assign(n, std::numeric_limits<T>::infinity());
     max_.resize(nodes.size());
     arg_.resize(nodes.size());
+    at_.resize(nodes.size());
     // Children follow their parent, so a reverse sweep refreshes bottom-up.
     for (int64_t i = static_cast<int64_t>(nodes.size()) - 1; i >= 0; --i) refresh(static_cast<int32_t>(i));
   }
 
+  // pts: this tree's cloud (point i at pts + i * 3).
   void sample(const T* pts, int64_t start, int64_t k, int64_t* out) {
-    int64_t cur = start;
+    int64_t cur = start, at = position(start);
     for (int64_t s = 0; s < k; ++s) {
       out[s] = cur;
-      select(cur);
+      select(at);
       if (s + 1 == k) break;
       update(pts + cur * 3);
       cur = arg_[0];
+      at = at_[0];
     }
   }
 
-  // Marks point `orig` (an index into this tree's cloud) as sampled.
-  void select(int64_t orig) {
-    const int64_t i = pos_[orig];
+  // The tree position of original index `orig` (one scan: only the start point needs it).
+  int64_t position(int64_t orig) const {
+    return std::find(orig_.begin(), orig_.end(), static_cast<int32_t>(orig)) - orig_.begin();
+  }
+
+  // Marks the point at tree position i as sampled.
+  void select(int64_t i) {
     mind_[i] = -std::numeric_limits<T>::infinity();
     const auto& nodes = tree_.nodes();
     int32_t id = 0;
@@ -77,27 +89,28 @@ class KdFps {
   // Lowers the min-distances for a new sample at coordinates c.
   void update(const T* c) { visit(0, c); }
 
-  // The farthest remaining point: its min-distance and lowest index among ties.
+  // The farthest remaining point: its min-distance, lowest original index among ties, and tree position.
   T best_value() const { return max_[0]; }
   int64_t best_index() const { return arg_[0]; }
+  int64_t best_position() const { return at_[0]; }
 
  private:
   using Tree = KdTree<T, 3>;
 
-  // Node maximum (value, lowest original index) from the children, or for a leaf from its
-  // points; with `c`, a leaf first lowers its points' min-distances for the new sample c.
-  // Leaves run two simple passes over coordinate arrays (min-update and max, then the lowest
-  // index holding the max): branch-free loops the compiler vectorises, instead of one pass of
-  // the index-aware comparison per point.
+  // Node maximum (value, lowest original index, its position) from the children, or for a leaf
+  // from its points; with `c`, a leaf first lowers its points' min-distances for the new sample
+  // c. Leaves run two simple passes over the coordinate runs (min-update and max, then the
+  // lowest index holding the max): branch-free loops the compiler vectorises, instead of one
+  // pass of the index-aware comparison per point.
   void refresh(int32_t id, const T* c = nullptr) {
     const auto& nd = tree_.nodes()[id];
     if (nd.leaf()) {
       T* __restrict md = mind_.data() + nd.begin;
       const int64_t n = nd.end - nd.begin;
       if (c) {
-        const T* __restrict x = xyz_[0].data() + nd.begin;
-        const T* __restrict y = xyz_[1].data() + nd.begin;
-        const T* __restrict z = xyz_[2].data() + nd.begin;
+        const T* __restrict x = xyz_.data() + 3 * nd.begin;
+        const T* __restrict y = x + n;
+        const T* __restrict z = y + n;
         const T cx = c[0], cy = c[1], cz = c[2];
         for (int64_t i = 0; i < n; ++i) {
           // sqdist's operations in its order: (x, y, z) differences of point minus sample
@@ -116,18 +129,19 @@ class KdFps {
       T best = -std::numeric_limits<T>::infinity();
       for (; i < n; ++i) best = md[i] > best ? md[i] : best;
       for (int l = 0; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
-      const int64_t* orig = orig_.data() + nd.begin;
-      int64_t arg = std::numeric_limits<int64_t>::max();
+      const int32_t* orig = orig_.data() + nd.begin;
+      int64_t arg = std::numeric_limits<int64_t>::max(), at = 0;  // at 0 when all are NaN
       for (int64_t j = 0; j < n; ++j)
-        if (md[j] == best && orig[j] < arg) arg = orig[j];
-      if (arg == std::numeric_limits<int64_t>::max()) arg = orig[0];  // all NaN
+        if (md[j] == best && orig[j] < arg) arg = orig[j], at = j;
       max_[id] = best;
-      arg_[id] = arg;
+      arg_[id] = orig[at];
+      at_[id] = nd.begin + at;
     } else {
       const bool take_r = better(max_[nd.right], arg_[nd.right], max_[nd.left], arg_[nd.left]);
       const int32_t c2 = take_r ? nd.right : nd.left;
       max_[id] = max_[c2];
       arg_[id] = arg_[c2];
+      at_[id] = at_[c2];
     }
   }
 
@@ -146,11 +160,11 @@ class KdFps {
   }
 
   Tree tree_;
-  std::vector<int64_t> pos_, orig_;  // tree position of an original index, and back
-  std::vector<T> xyz_[3];             // coordinates in tree order, one array per axis
+  std::vector<int32_t> orig_;  // original index of each tree position
+  std::vector<T> xyz_;         // coordinates in tree order, each leaf as x, y and z runs
   std::vector<T> mind_;
-  std::vector<T> max_;
-  std::vector<int64_t> arg_;
+  std::vector<T> max_;           // per node: the largest min-distance below it,
+  std::vector<int64_t> arg_, at_;  // the lowest original index holding it, and its position
 };
 
 template <typename T>
@@ -198,18 +212,12 @@ class SplitFps {
     const int team = static_cast<int>(slots_.size());
     try {
       const int64_t m = (n - t + team - 1) / team;
-      std::unique_ptr<KdFps<T>> own;
-      {
-        std::vector<T> sub(static_cast<size_t>(m) * 3);
-        for (int64_t i = 0; i < m; ++i)
-          for (int j = 0; j < 3; ++j) sub[i * 3 + j] = pts[(i * team + t) * 3 + j];
-        own = std::make_unique<KdFps<T>>(sub.data(), m);
-      }
-      KdFps<T>& tree = *own;
+      KdFps<T> tree(pts + t * 3, m, team);
       int64_t cur = start;
       for (int64_t s = 0; s < k; ++s) {
         if (t == 0) out[s] = cur;
-        if (cur % team == t) tree.select(cur / team);
+        // The owner of a sample after the start proposed it: it is still this tree's best.
+        if (cur % team == t) tree.select(s == 0 ? tree.position(cur / team) : tree.best_position());
         if (s + 1 == k) break;
         tree.update(pts + cur * 3);
         cur = exchange(t, s, tree.best_value(), tree.best_index() * team + t);
