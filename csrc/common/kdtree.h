@@ -5,9 +5,11 @@
 // distance of any point inside the box: pruning on it can never change a result, ties included.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -52,20 +54,33 @@ class KdTree {
     // than partitioning indices into the caller's array.
     if (n > std::numeric_limits<int32_t>::max())
       throw std::invalid_argument("mentor3ad_ext: a single cloud may hold at most 2^31 - 1 points on the CPU");
-    std::vector<Rec> recs(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      for (int j = 0; j < D; ++j) recs[i].c[j] = pts[i * stride * D + j];
-      recs[i].index = static_cast<int32_t>(i);
-    }
     order_.resize(n);
-    coords_.resize(static_cast<size_t>(n) * D);
     if (n == 0) return;
-    nodes_.resize(static_cast<size_t>(subtree_nodes(n)));
-    build_parallel(recs.data(), n);
+    // One block holds the records during the build and then the coordinates, rewritten in place
+    // front to back (a record is larger than its coordinates, so the coordinates of record i never
+    // reach record i + 1) and the block shrunk to them: a build peaks at the records plus the
+    // 4-byte indices (20 bytes per float point), not records plus separate copies (32).
+    block_.reset(std::malloc(sizeof(Rec) * static_cast<size_t>(n)));
+    if (!block_) throw std::bad_alloc();
+    unsigned char* raw = static_cast<unsigned char*>(block_.get());
     for (int64_t i = 0; i < n; ++i) {
-      order_[i] = recs[i].index;
-      for (int j = 0; j < D; ++j) coords_[i * D + j] = recs[i].c[j];
+      Rec* r = new (raw + i * sizeof(Rec)) Rec;
+      for (int j = 0; j < D; ++j) r->c[j] = pts[i * stride * D + j];
+      r->index = static_cast<int32_t>(i);
     }
+    Rec* recs = std::launder(reinterpret_cast<Rec*>(raw));
+    nodes_.resize(static_cast<size_t>(subtree_nodes(n)));
+    build_parallel(recs, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const Rec r = recs[i];
+      order_[i] = r.index;
+      for (int j = 0; j < D; ++j) new (raw + (i * D + j) * sizeof(T)) T(r.c[j]);
+    }
+    if (void* smaller = std::realloc(block_.get(), sizeof(T) * D * static_cast<size_t>(n))) {
+      block_.release();
+      block_.reset(smaller);
+    }
+    coords_ = std::launder(static_cast<T*>(block_.get()));
     // Children come after their parent, so a reverse sweep sees children first.
     for (int64_t id = static_cast<int64_t>(nodes_.size()) - 1; id >= 0; --id) {
       Node& nd = nodes_[id];
@@ -81,12 +96,12 @@ class KdTree {
   const std::vector<Node>& nodes() const { return nodes_; }
   // Original index of the point at tree position i, and its coordinates.
   int64_t original(int64_t i) const { return order_[i]; }
-  const T* point(int64_t i) const { return coords_.data() + i * D; }
-  // For a caller that takes over the per-point arrays (FPS): the original indices and the
-  // coordinates, both in tree order. The nodes stay; original() and point() must not be called
-  // afterwards.
+  const T* point(int64_t i) const { return coords_ + i * D; }
+  // For a caller that takes over the per-point arrays (FPS): the original indices (moved out:
+  // original() must not be called afterwards) and the coordinates in tree order, which it may
+  // rearrange within each leaf (point() then no longer applies).
   std::vector<int32_t> take_order() { return std::move(order_); }
-  std::vector<T> take_points() { return std::move(coords_); }
+  T* mutable_points() { return coords_; }
 
   // Lower bound of the distance from q to any point inside the node's box.
   template <int kNorm = 2>
@@ -232,9 +247,14 @@ class KdTree {
     build(recs, r);
   }
 
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+
   int leaf_size_;
   std::vector<int32_t> order_;  // clouds hold < 2^31 points (checked)
-  std::vector<T> coords_;
+  std::unique_ptr<void, Free> block_;
+  T* coords_ = nullptr;  // in block_: n points of D coordinates, tree order
   std::vector<Node> nodes_;
 };
 

@@ -31,9 +31,9 @@ inline bool better(T v, int64_t i, T best_v, int64_t best_i) {
   return v > best_v || (v == best_v && i < best_i);
 }
 
-// Memory: 20 bytes per float point once built (coordinates 12, original index 4, min-distance
-// 4), 32 while the tree is built; the tree's own coordinate array becomes ours, each leaf's
-// points rearranged in place from xyz records into an x, a y and a z run.
+// Memory: 20 bytes per float point (coordinates 12, original index 4, min-distance 4), no more
+// while the tree is built (common/kdtree.h); the tree's own coordinate array becomes ours, each
+// leaf's points rearranged in place from xyz records into an x, a y and a z run.
 template <typename T>
 class KdFps {
  public:
@@ -41,12 +41,12 @@ class KdFps {
   KdFps(const T* pts, int64_t n, int64_t stride = 1) : tree_(pts, n, kLeafSize, stride) {
     const auto& nodes = tree_.nodes();
     orig_ = tree_.take_order();
-    xyz_ = tree_.take_points();
+    xyz_ = tree_.mutable_points();
     T runs[3 * kLeafSize];
     for (const auto& nd : nodes) {
       if (!nd.leaf()) continue;
       const int64_t m = nd.end - nd.begin;
-      T* leaf = xyz_.data() + 3 * nd.begin;
+      T* leaf = xyz_ + 3 * nd.begin;
       for (int64_t i = 0; i < m; ++i)
         for (int j = 0; j < 3; ++j) runs[j * m + i] = leaf[i * 3 + j];
       std::copy(runs, runs + 3 * m, leaf);
@@ -108,7 +108,7 @@ class KdFps {
       T* __restrict md = mind_.data() + nd.begin;
       const int64_t n = nd.end - nd.begin;
       if (c) {
-        const T* __restrict x = xyz_.data() + 3 * nd.begin;
+        const T* __restrict x = xyz_ + 3 * nd.begin;
         const T* __restrict y = x + n;
         const T* __restrict z = y + n;
         const T cx = c[0], cy = c[1], cz = c[2];
@@ -161,7 +161,7 @@ class KdFps {
 
   Tree tree_;
   std::vector<int32_t> orig_;  // original index of each tree position
-  std::vector<T> xyz_;         // coordinates in tree order, each leaf as x, y and z runs
+  T* xyz_ = nullptr;            // the tree's coordinates, each leaf as x, y and z runs
   std::vector<T> mind_;
   std::vector<T> max_;           // per node: the largest min-distance below it,
   std::vector<int64_t> arg_, at_;  // the lowest original index holding it, and its position
