@@ -140,6 +140,47 @@ def test_gather_and_adjointness(device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_gather_every_group_width_and_layout(device, dtype, monkeypatch):
+    # On CUDA, groups of up to 8 entries between channel-contiguous rows with >= 32 channels take a
+    # warp per output row (csrc/scatter/scatter_cuda.cu), the rest the tile kernel; both must give
+    # the entry loop's bits: groups 1-9, channel counts around the warp width, skipped (-1)
+    # entries, whole rows of them, weights or none, channels-first sources. M3AD_GATHER_ROWS=tiles
+    # keeps every case on the tile kernel.
+    g = torch.Generator().manual_seed(7)
+    B, R, Sv = 2, 40, 13
+    for K in (1, 2, 3, 4, 5, 8, 9):
+        for C in (31, 32, 40, 77):
+            src = torch.randn(B, R, C, generator=g, dtype=torch.float64).to(device, dtype)
+            idx = _rand_index(B, Sv * K, R, device, g=g)
+            idx[1, :K] = -1  # a row with no entry
+            w = torch.rand(B, Sv * K, generator=g, dtype=torch.float64).to(device, dtype)
+            cf = src.transpose(1, 2).contiguous().transpose(1, 2)  # same values, channels-first
+            for weights in (None, w):
+                want = ref_scatter_gather(src, idx, K, weights)
+                for source in (src, cf):
+                    got = S.gather_rows(source, idx, K, weights=weights)
+                    assert torch.equal(got.cpu(), want), (K, C, weights is None, source is cf)
+                    monkeypatch.setenv("M3AD_GATHER_ROWS", "tiles")
+                    assert torch.equal(S.gather_rows(source, idx, K, weights=weights), got)
+                    monkeypatch.delenv("M3AD_GATHER_ROWS")
+
+
+def ref_scatter_gather(src, idx, K, weights):
+    """The gather's contract: entries in ascending k, w * v in float64, rounded once."""
+    B, _, C = src.shape
+    Sv = idx.shape[1] // K
+    v, i = src.double().cpu(), idx.cpu()
+    w = torch.ones(i.shape, dtype=torch.float64) if weights is None else weights.double().cpu()
+    acc = torch.zeros(B, Sv, C, dtype=torch.float64)
+    for k in range(K):
+        ik = i[:, k::K]
+        x = v.gather(1, ik.clamp(min=0)[..., None].expand(-1, -1, C)) * w[:, k::K, None]
+        acc = acc + torch.where((ik >= 0)[..., None], x, torch.zeros((), dtype=torch.float64))
+    return acc.to(src.dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
 def test_scatter_gradcheck(device, reduce):
     g = torch.Generator().manual_seed(1)

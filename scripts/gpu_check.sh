@@ -105,6 +105,7 @@ case "$stage" in
         model) timeout $s $PY -m mentor3ad_ext.train.bench_model --device cuda ;;
         profile_knn) timeout $s $PY scripts/profile_knn_tiles.py ;;
         profile_metrics) timeout $s $PY scripts/profile_metrics.py ;;  # phase table of the metrics build
+        profile_gather) timeout $s $PY scripts/profile_gather.py ;;  # warp-per-row vs tile gather kernels
         *) [ "$b" = projection ] && k=""  # one device per run: CUDA when present
            MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout $s $PY -m pytest bench/bench_$b.py -q \
              -p no:cacheprovider ${k:+-k $k} ;;

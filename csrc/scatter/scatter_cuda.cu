@@ -8,9 +8,13 @@
 //    channels when the values are channel-contiguous and along the rows otherwise, and a shared
 //    memory tile transposes the results so that the stores are coalesced for channels-last and
 //    channels-first outputs alike.
+//  - Gathers of small fixed groups between channel-contiguous rows: a warp per output row
+//    (gather_rows_kernel), same element rules.
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <cub/device/device_radix_sort.cuh>
 
 #include "common/cuda_utils.cuh"
@@ -151,6 +155,68 @@ __global__ void max_backward_kernel(MaxBackwardParams p) {
   }
 }
 
+// Weighted sums over fixed groups of at most kGatherMaxGroup entries (no plan) between
+// channel-contiguous rows: the forward of grid_to_points, knn_gather and the interpolations. One
+// warp per output row reads its entries' source rows and weights once, then its lanes walk the
+// channels. The tile kernel re-derives every entry (64-bit index arithmetic, range checks, index
+// and weight loads) for every channel and transposes through shared memory, which these layouts
+// do not need. Each element still sums its entries in ascending order in double, as
+// seg::reduce_element does: the same bits.
+constexpr int64_t kGatherMaxGroup = 8;
+constexpr int64_t kGatherMinChannels = 32;  // fewer would leave lanes of the warp idle
+
+template <typename T, int G>
+__global__ void gather_rows_kernel(SegmentReduceParams p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const int64_t rows = p.B * p.R;
+  for (int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; e < rows; e += warps) {
+    const int64_t b = e / p.R, r = e - b * p.R;
+    const seg::Span sp = seg::row_span(p, b, r);
+    const T* vals = static_cast<const T*>(p.values) + b * p.vs_b;
+    const T* src[G];
+    double w[G];
+#pragma unroll
+    for (int k = 0; k < G; ++k) {
+      src[k] = nullptr;
+      w[k] = 0.0;
+      const int64_t m = sp.begin + k < sp.end ? seg::entry_at(p, sp.begin + k) : -1;
+      const int64_t s = m < 0 ? -1 : seg::source_of(p, b, m);
+      if (s >= 0) {
+        src[k] = vals + s * p.vs_s;
+        w[k] = seg::weight_of<T>(p, b, m);
+      }
+    }
+    T* out = static_cast<T*>(p.out) + b * p.os_b + r * p.os_r;
+    for (int64_t c = lane; c < p.C; c += 32) {
+      seg::Acc a;
+#pragma unroll
+      for (int k = 0; k < G; ++k)
+        if (src[k]) seg::take<Reduce::kSum>(a, w[k] * static_cast<double>(src[k][c]), 0);
+      out[c] = static_cast<T>(seg::finish<Reduce::kSum>(a));
+    }
+  }
+}
+
+// The warp-per-row gather serves these; M3AD_GATHER_ROWS=tiles keeps them on the tile kernel (to
+// compare the two on a GPU: scripts/profile_gather.py).
+bool gather_rows_pays(const SegmentReduceParams& p) {
+  const char* force = std::getenv("M3AD_GATHER_ROWS");
+  if (force && std::strcmp(force, "tiles") == 0) return false;
+  return !p.offsets && p.reduce == Reduce::kSum && p.group <= kGatherMaxGroup && p.vs_c == 1 && p.os_c == 1 &&
+         p.C >= kGatherMinChannels;
+}
+
+template <typename T>
+void launch_gather(const SegmentReduceParams& p, cudaStream_t stream) {
+  const unsigned grid = blocks_for(p.B * p.R * 32, 256);
+  if (p.group <= 1) gather_rows_kernel<T, 1><<<grid, 256, 0, stream>>>(p);
+  else if (p.group <= 2) gather_rows_kernel<T, 2><<<grid, 256, 0, stream>>>(p);
+  else if (p.group <= 4) gather_rows_kernel<T, 4><<<grid, 256, 0, stream>>>(p);
+  else gather_rows_kernel<T, 8><<<grid, 256, 0, stream>>>(p);
+  M3AD_CHECK_LAUNCH("gather_rows_kernel");
+}
+
 template <typename T, Reduce R>
 void launch_reduce(const SegmentReduceParams& p, cudaStream_t stream) {
   const int64_t nrt = (p.R + kTile - 1) / kTile, nct = (p.C + kTile - 1) / kTile;
@@ -201,6 +267,10 @@ void segment_reduce_cuda(const SegmentReduceParams& p, const Device& dev) {
   cudaStream_t stream = as_stream(dev);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (gather_rows_pays(p)) {
+      launch_gather<T>(p, stream);
+      return 0;
+    }
     switch (p.reduce) {
       case Reduce::kSum: launch_reduce<T, Reduce::kSum>(p, stream); break;
       case Reduce::kMean: launch_reduce<T, Reduce::kMean>(p, stream); break;

@@ -2,8 +2,8 @@
 
 TSan's cost grows with the number of CUDA threads that synchronise, so the full test suite is
 far too slow under it; this touches every kernel and path (FPS single-block, resident and
-multi-block, kNN thread/warp/large-K/block select, ball query thread/warp, metrics, scatter plans
-and reductions, projection, normals, FPFH, interpolate_to_grid) with outputs checked against the
+multi-block, kNN thread/warp/large-K/block select and the overflow fill, ball query thread/warp,
+metrics, scatter plans, reductions and warp-per-row gathers, projection, normals, FPFH, interpolate_to_grid) with outputs checked against the
 CPU kernels' results computed first. See README.md here for the command line.
 """
 import torch
@@ -45,6 +45,9 @@ feats = torch.randn(2, 300, 8, dtype=torch.float64)
 pix = torch.randint(-1, 36, (2, 300))
 image = torch.randn(2, 8, 6, 6, dtype=torch.float64)
 uv = torch.rand(2, 50, 2, dtype=torch.float64) * 6
+wide = torch.randn(2, 40, 6, 6, dtype=torch.float64)  # >= 32 channels: the warp-per-row gather
+far = x.clone()
+far[:, ::3] = 2e38  # distances overflow to inf: the overflow fill kernel
 centers, center_feats = torch.rand(2, 32, 3), torch.randn(2, 32, 5)
 
 
@@ -66,7 +69,8 @@ def knn_paths():
     dup = torch.cat([x[:, :350], x[:, :350]], 1)  # duplicates: the block select splits index bits
     return (m.knn_points(x[:, :40], x, K=8).idx, m.knn_points(x[:, :40], x[:, :100], K=3).idx,
             m.knn_points(x[:, :20], x, K=40).idx, m.knn_points(x[:, :3], dup, K=100).idx,  # block select
-            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1])  # warp lists
+            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1],  # warp lists
+            _knn_scan(x[:, :20], far, None, None, 600, 2, SELECT_NEVER)[1])  # overflowed distances
 
 
 def ball_paths():
@@ -87,7 +91,7 @@ def scatter_and_projection():
     img = image.clone().requires_grad_()
     s = m.grid_to_points(img, uv)
     (gi,) = torch.autograd.grad(s.square().sum(), img)
-    return outs + [s.detach(), gi]
+    return outs + [s.detach(), gi, m.grid_to_points(wide, uv), m.grid_to_points(wide, uv, mode="nearest")]
 
 
 def descriptors():
