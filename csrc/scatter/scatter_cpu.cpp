@@ -138,8 +138,61 @@ void reduce_tile(const SegmentReduceParams& p, int64_t b, int64_t r0, int64_t r1
   }
 }
 
+// Weighted sums over fixed groups of at most kGatherMaxGroup entries (no plan) between
+// channel-contiguous rows: the forward of grid_to_points, knn_gather and the interpolations, as
+// one pass per output row with the row's entry count a compile-time constant, so that the channel
+// loop vectorises with no accumulator tile. The arithmetic of reduce_tile's sum path (0.0 + w*v,
+// then + w*v in ascending m, in double, rounded once): the same bits.
+constexpr int64_t kGatherMaxGroup = 8;
+
+template <typename T, int N>
+void gather_row(const T* const* v, const double* w, int64_t C, T* out) {
+  for (int64_t c = 0; c < C; ++c) {
+    double a = 0.0 + w[0] * static_cast<double>(v[0][c]);
+    for (int k = 1; k < N; ++k) a = a + w[k] * static_cast<double>(v[k][c]);
+    out[c] = static_cast<T>(a);
+  }
+}
+
+template <typename T>
+void gather_rows_typed(const SegmentReduceParams& p) {
+  parallel_for(p.B * p.R, std::max<int64_t>(1, 4096 / p.C), [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t b = e / p.R, r = e % p.R;
+      const seg::Span sp = seg::row_span(p, b, r);
+      const T* vals = static_cast<const T*>(p.values) + b * p.vs_b;
+      const T* v[kGatherMaxGroup];
+      double w[kGatherMaxGroup];
+      int n = 0;
+      for (int64_t j = sp.begin; j < sp.end; ++j) {
+        const int64_t m = seg::entry_at(p, j);
+        const int64_t s = m < 0 ? -1 : seg::source_of(p, b, m);
+        if (s < 0) continue;
+        v[n] = vals + s * p.vs_s;
+        w[n++] = seg::weight_of<T>(p, b, m);
+      }
+      T* out = static_cast<T*>(p.out) + b * p.os_b + r * p.os_r;
+      switch (n) {
+        case 0: std::fill(out, out + p.C, T(0)); break;
+        case 1: gather_row<T, 1>(v, w, p.C, out); break;
+        case 2: gather_row<T, 2>(v, w, p.C, out); break;
+        case 3: gather_row<T, 3>(v, w, p.C, out); break;
+        case 4: gather_row<T, 4>(v, w, p.C, out); break;
+        case 5: gather_row<T, 5>(v, w, p.C, out); break;
+        case 6: gather_row<T, 6>(v, w, p.C, out); break;
+        case 7: gather_row<T, 7>(v, w, p.C, out); break;
+        default: gather_row<T, 8>(v, w, p.C, out); break;
+      }
+    }
+  });
+}
+
 template <typename T, Reduce R>
 void segment_reduce_typed(const SegmentReduceParams& p) {
+  if (R == Reduce::kSum && !p.offsets && p.group <= kGatherMaxGroup && p.vs_c == 1 && p.os_c == 1) {
+    gather_rows_typed<T>(p);
+    return;
+  }
   const TileShape ts = tile_shape<T>(p);
   const int64_t nrt = (p.R + ts.rows - 1) / ts.rows;
   const int64_t nct = (p.C + ts.channels - 1) / ts.channels;
