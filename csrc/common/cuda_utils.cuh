@@ -55,6 +55,16 @@ __device__ __forceinline__ void for_each_row(int64_t n, F&& row) {
     row(r);
 }
 
+// Calls item(e, lane) in every lane of one warp for every e in [0, n): a grid-stride loop over
+// warps, one item per warp and iteration (the whole warp makes the same calls).
+template <typename F>
+__device__ __forceinline__ void for_each_warp_item(int64_t n, F&& item) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; e < n; e += warps)
+    item(e, lane);
+}
+
 // Calls body(i, lane) for every i in [0, n) rounded up to whole warps: a grid-stride walk over
 // windows of 32 consecutive indices (32-aligned), one window per warp and iteration. The loop
 // bound depends on the warp only, so every lane of a warp makes the same calls and full-mask

@@ -167,10 +167,7 @@ constexpr int64_t kGatherMinChannels = 32;  // fewer would leave lanes of the wa
 
 template <typename T, int G>
 __global__ void gather_rows_kernel(SegmentReduceParams p) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  const int64_t rows = p.B * p.R;
-  for (int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; e < rows; e += warps) {
+  for_each_warp_item(p.B * p.R, [&](int64_t e, int lane) {
     const int64_t b = e / p.R, r = e - b * p.R;
     const seg::Span sp = seg::row_span(p, b, r);
     const T* vals = static_cast<const T*>(p.values) + b * p.vs_b;
@@ -195,7 +192,7 @@ __global__ void gather_rows_kernel(SegmentReduceParams p) {
         if (src[k]) seg::take<Reduce::kSum>(a, w[k] * static_cast<double>(src[k][c]), 0);
       out[c] = static_cast<T>(seg::finish<Reduce::kSum>(a));
     }
-  }
+  });
 }
 
 // The warp-per-row gather serves these; M3AD_GATHER_ROWS=tiles keeps them on the tile kernel (to
