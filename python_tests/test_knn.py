@@ -466,6 +466,56 @@ def test_block_select_non_finite_distances_with_checks_off(device):
     assert torch.isinf(d[1, :, 266:400]).all() and (i[1, :, 266:400] % 3 == 0).all()
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("data", ["gauss", "lattice", "clusters", "shell"])
+def test_feature_space_knn_equals_the_scan(dtype, data, monkeypatch):
+    # CPU, squared L2, D >= DENSE_MIN_D: a BLAS product proposes candidates and the kernel ranks
+    # them (ops/_knn_dense.py); the answer must be the index-order scan's, bit for bit: lattice
+    # ties, near-duplicate clusters, a shell of points almost equidistant from the queries (the
+    # candidates do not settle: those rows take the scan), ragged and empty clouds, short clouds,
+    # reduced-precision float32 matmuls, and coordinates whose products overflow (checks off).
+    from mentor3ad_ext.ops import knn as knn_op
+    from mentor3ad_ext.ops._knn_dense import DENSE_MIN_D
+
+    g = torch.Generator().manual_seed(4)
+    B, P1, P2, D = 3, 70, 900, DENSE_MIN_D + 16
+    if data == "gauss":
+        p1, p2 = torch.randn(B, P1, D, generator=g), torch.randn(B, P2, D, generator=g)
+    elif data == "lattice":
+        p1, p2 = (torch.randint(0, 3, (B, n, D), generator=g).float() for n in (P1, P2))
+    elif data == "clusters":
+        base = torch.randn(B, 4, D, generator=g)
+        p2 = base[:, torch.randint(0, 4, (P2,), generator=g)] + 1e-5 * torch.randn(B, P2, D, generator=g)
+        p1 = base[:, torch.randint(0, 4, (P1,), generator=g)] + 1e-3 * torch.randn(B, P1, D, generator=g)
+    else:
+        p1 = torch.zeros(B, P1, D) + 1e-6 * torch.randn(B, P1, D, generator=g)
+        p2 = torch.nn.functional.normalize(torch.randn(B, P2, D, generator=g), dim=2)
+    p1, p2 = p1.to(dtype), p2.to(dtype)
+    calls = []
+    real = knn_op.knn_dense_into
+    monkeypatch.setattr(knn_op, "knn_dense_into", lambda *a: calls.append(1) or real(*a))
+    l1, l2 = torch.tensor([P1, 0, 33]), torch.tensor([P2, P2, 150])  # cloud 2: too short, the scan
+    for K in (1, 7, 40):
+        got = m.knn_points(p1, p2, l1, l2, K=K)
+        d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
+        assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
+    assert len(calls) == 3
+    prec = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # the filter then multiplies in float64
+        got = m.knn_points(p1, p2, K=5)
+        assert torch.equal(got.idx, _knn_scan(p1, p2, None, None, 5, 2, SELECT_NEVER)[1])
+    finally:
+        torch.set_float32_matmul_precision(prec)
+    big = 1e20 if dtype == torch.float32 else 1e160  # |q|^2 overflows: those rows take the scan
+    q = p1.clone()
+    q[0, :5] *= big
+    with m.value_checks(False):
+        got = m.knn_points(q, p2, K=3)
+    want = _knn_scan(q, p2, None, None, 3, 2, SELECT_NEVER)
+    assert torch.equal(got.idx, want[1]) and torch.equal(_bits(got.dists), _bits(want[0]))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("norm", [1, 2])

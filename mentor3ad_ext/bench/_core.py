@@ -137,8 +137,9 @@ def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
 
 class PointQueryData:
     """Seeded inputs of the neighbour-search cases: N points and Q queries uniform in the unit
-    cube (float32), as torch tensors on the case's device and as numpy arrays for the peers.
-    `size` needs N and Q; subclasses add the op's cached outputs."""
+    cube (float32; D dimensions when `size` has a D, else 3), as torch tensors on the case's
+    device and as numpy arrays for the peers. `size` needs N and Q; subclasses add the op's
+    cached outputs."""
 
     def __init__(self, size, device: str, seed: int):
         self.size, self.device, self.seed = size, device, seed
@@ -146,8 +147,9 @@ class PointQueryData:
     @functools.cached_property
     def _cpu(self):
         g = torch.Generator().manual_seed(self.seed)
-        points = torch.rand(1, self.size.N, 3, generator=g)
-        queries = torch.rand(1, self.size.Q, 3, generator=g)
+        D = getattr(self.size, "D", 3)
+        points = torch.rand(1, self.size.N, D, generator=g)
+        queries = torch.rand(1, self.size.Q, D, generator=g)
         return points, queries
 
     @functools.cached_property

@@ -8,6 +8,7 @@ import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
+from ._knn_dense import dense_pays, knn_dense_into
 from ._scatter import gather_rows
 from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
 from .gather import masked_gather, scatter_add_rows
@@ -104,7 +105,9 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     B, P1, D = p1.shape
     P2 = p2.shape[1]
     dists, idx = _outputs(p1, K)
-    if dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
+    if dists.numel() and host_kernels(p1) and dense_pays(p1, P2, K, norm):
+        knn_dense_into(dists, idx, p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, _knn_scan_into)
+    elif dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
         _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
