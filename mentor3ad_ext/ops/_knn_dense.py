@@ -7,14 +7,15 @@ kernel decides, so the result is the scan's, bit for bit:
 
 1. approximate distances a = |q|^2 + |p|^2 - 2 q.p (one GEMM per chunk of queries, in the
    inputs' precision; float64 when float32 products may be computed in reduced precision). For
-   any summation order they are within E = gamma(D + 8) (|q| + max|p|)^2 of the true distance,
-   gamma(n) = n u / (1 - n u), u the unit roundoff (the classic dot-product bound, slack included).
+   any summation order they are within E = 2 gamma(D + 8) (|q| + max|p|)^2 of the true distance,
+   gamma(n) = n u / (1 - n u), u the unit roundoff (the classic dot-product bound; the squared
+   norms, from vector_norm, carry twice a norm's relative error; slack included).
 2. The kernel's own distance d (index-order float sum of squared differences) is within a
    factor 1 +- delta, delta = gamma(D + 2), of the true one. So the K points with the smallest a
    all have d <= T = (a_K + E)(1 + delta), and a point can be among the K nearest only if
    (a - E)(1 - delta) <= T, i.e. a <= thr = T / (1 - delta) + E (computed in float64, inflated).
 3. The K + M smallest a per query are the candidates; they are complete when the (K + M)-th is
-   above thr (else M grows once, then the row goes to the full scan). The kernel ranks each
+   above thr (else M grows, twice, then the row goes to the full scan). The kernel ranks each
    query's candidates, listed in ascending index so that its ties still go to the lower index.
 
 Non-finite approximations (overflow) fail the completeness test: those rows take the full scan.
@@ -74,9 +75,10 @@ def _cloud(dists, idx, q, p, K, scan) -> None:
     n2 = p.shape[0]
     gd = _gemm_dtype(q.dtype)
     qg, pg = q.to(gd), p.to(gd)
-    pn2 = (pg * pg).sum(1)
-    qn2 = (qg * qg).sum(1)
-    e_scale = _gamma(D + 8, gd) * 1.01
+    # squared norms without a (n, D) temporary (its first touch cost more than the sums)
+    pn2 = torch.linalg.vector_norm(pg, dim=1).square()
+    qn2 = torch.linalg.vector_norm(qg, dim=1).square()
+    e_scale = 2 * _gamma(D + 8, gd) * 1.01  # twice: squared norms carry twice a norm's relative error
     delta = _gamma(D + 2, q.dtype) * 1.01
     pmax = math.sqrt(max(float(pn2.max()), 0.0)) if n2 else 0.0
     rows = max(1, min(n1, _CHUNK_ELEMS // n2))
@@ -86,7 +88,7 @@ def _cloud(dists, idx, q, p, K, scan) -> None:
         a = torch.addmm(pn2[None, :] + qn2[r0:r1, None], qg[r0:r1], pg.T, beta=1, alpha=-2)
         E = e_scale * (qn2[r0:r1].clamp(min=0).sqrt().double() + pmax) ** 2
         left = torch.arange(r0, r1)
-        for M in (max(K, 16), 4 * max(K, 16)):
+        for M in (4 + K // 4, 16 + K, 64 + 4 * K):  # few candidates usually settle a row
             m = min(n2, K + M)
             vals, cand = torch.topk(a[left - r0], m, dim=1, largest=False, sorted=True)
             vals = vals.double()
