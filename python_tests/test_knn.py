@@ -263,6 +263,23 @@ def test_property(B, P1, P2, K, D, seed):
     assert got.idx.shape == (B, P1, K)
 
 
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 3), P1=st.integers(0, 30), P2=st.integers(0, 400), K=st.integers(1, 40),
+       D=st.integers(48, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
+def test_property_feature_space(B, P1, P2, K, D, spread, seed):
+    # The feature-space filter (D >= 48, ops/_knn_dense.py) against the index-order scan, bit for
+    # bit, on random shapes, ragged batches and clustered points (spread 0: exact duplicates).
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(B, 6, D, generator=g)
+    p2 = centers[:, torch.randint(0, 6, (P2,), generator=g)] + spread * torch.randn(B, P2, D, generator=g)
+    p1 = centers[:, torch.randint(0, 6, (P1,), generator=g)] + torch.randn(B, P1, D, generator=g)
+    l1 = torch.randint(0, P1 + 1, (B,), generator=g)
+    l2 = torch.randint(0, P2 + 1, (B,), generator=g)
+    got = m.knn_points(p1, p2, l1, l2, K=K)
+    d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
+    assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_k_not_capped(device):
     # torch_cluster caps k at 100; any K must work and stay exact.
