@@ -133,6 +133,24 @@ def test_other_dims(device, D):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_feature_space_dims(device, dtype):
+    # D >= 16 on the CPU: blocks of 8 points stored dimension-major, one clouds' blocks split over
+    # the threads per iteration once n * D >= 2^18 (csrc/fps/fps_cpu.cpp, BlockedFps). Exact order:
+    # duplicated points whose ties cross the blocks and the threads' chunks, padded last blocks,
+    # ragged clouds, K equal to the cloud, a start point in the last block, one cloud alone (all
+    # threads on it) and several (one thread each).
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(0, 3, (60, 16), generator=g).to(dtype)
+    big = torch.cat([base[torch.randint(0, 60, (17_000,), generator=g)], torch.randn(3_003, 16, generator=g, dtype=dtype)])
+    _check(big[None].to(device), K=300, start_idx=20_002)
+    pts = torch.randn(3, 301, 40, generator=g, dtype=dtype)
+    pts[1, 150:] = pts[1, :151].clone()  # every point twice
+    lengths = torch.tensor([301, 301, 9], device=device)
+    _check(pts.to(device), lengths, K=torch.tensor([301, 200, 9], device=device), start_idx=torch.tensor([300, 0, 8], device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_start_idx_and_random_start(device):
     pts = torch.randn(2, 400, 3, device=device)
     _, idx = _check(pts, K=12, start_idx=torch.tensor([5, 17], device=device))

@@ -195,6 +195,86 @@ void fps_brute(const T* pts, int64_t n, int64_t D, int64_t start, int64_t k, int
   }
 }
 
+// FPS in any dimension (feature space: the greedy coreset of PatchCore-style memory banks) as an
+// exhaustive scan, but over blocks of kLanes points stored dimension-major, so that the distances
+// of a block's points, each summed over its dimensions in order exactly as fps_brute sums them,
+// advance together in SIMD lanes. A large cloud's blocks are split over the threads each
+// iteration (fixed chunks, combined in chunk order: ties still go to the lower index).
+template <typename T>
+class BlockedFps {
+ public:
+  static constexpr int kLanes = 8;
+  // Work per iteration (point coordinates) from which the blocks are split over the threads: a
+  // fork per iteration pays from here.
+  static constexpr int64_t kSplitWork = int64_t{1} << 18;
+
+  BlockedFps(const T* pts, int64_t n, int64_t D) : pts_(pts), n_(n), D_(D), nb_((n + kLanes - 1) / kLanes) {
+    xb_.assign(static_cast<size_t>(nb_ * D * kLanes), T(0));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < D; ++j) xb_[(i / kLanes * D + j) * kLanes + i % kLanes] = pts[i * D + j];
+    mind_.assign(static_cast<size_t>(nb_ * kLanes), std::numeric_limits<T>::infinity());
+    for (int64_t i = n; i < nb_ * kLanes; ++i) mind_[i] = -std::numeric_limits<T>::infinity();  // padding
+  }
+
+  void sample(int64_t start, int64_t k, int64_t* out, int team) {
+    const int64_t chunks = team > 1 && nb_ * kLanes * D_ >= kSplitWork ? std::min<int64_t>(team, nb_) : 1;
+    std::vector<T> best(static_cast<size_t>(chunks));
+    std::vector<int64_t> arg(static_cast<size_t>(chunks));
+    int64_t cur = start;
+    for (int64_t s = 0; s < k; ++s) {
+      out[s] = cur;
+      mind_[cur] = -std::numeric_limits<T>::infinity();
+      if (s + 1 == k) break;
+      const T* c = pts_ + cur * D_;
+      parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t ch = c0; ch < c1; ++ch) update(c, nb_ * ch / chunks, nb_ * (ch + 1) / chunks, best[ch], arg[ch]);
+      });
+      T bv = best[0];
+      cur = arg[0];
+      for (int64_t ch = 1; ch < chunks; ++ch)
+        if (best[ch] > bv) bv = best[ch], cur = arg[ch];
+    }
+  }
+
+ private:
+  // Lowers the min-distances of blocks [b0, b1) for a sample at c; returns their largest and the
+  // lowest index holding it.
+  void update(const T* c, int64_t b0, int64_t b1, T& best, int64_t& arg) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* x = xb_.data() + b * D_ * kLanes;
+      T acc[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        const T t = x[l] - c[0];
+        acc[l] = t * t;
+      }
+      for (int64_t j = 1; j < D_; ++j) {
+        const T cj = c[j];
+        for (int l = 0; l < kLanes; ++l) {
+          const T t = x[j * kLanes + l] - cj;
+          acc[l] = acc[l] + t * t;
+        }
+      }
+      T* md = mind_.data() + b * kLanes;
+      for (int l = 0; l < kLanes; ++l) md[l] = acc[l] < md[l] ? acc[l] : md[l];
+    }
+    const T* md = mind_.data();
+    T bv = -std::numeric_limits<T>::infinity();
+    for (int64_t i = b0 * kLanes; i < b1 * kLanes; ++i) bv = md[i] > bv ? md[i] : bv;
+    arg = b0 * kLanes;
+    for (int64_t i = b0 * kLanes; i < b1 * kLanes; ++i)
+      if (md[i] == bv) {
+        arg = i;
+        break;
+      }
+    best = bv;
+  }
+
+  const T* pts_;
+  int64_t n_, D_, nb_;
+  std::vector<T> xb_;    // [block][dimension][lane]
+  std::vector<T> mind_;  // padded lanes hold -inf: never the farthest
+};
+
 // One cloud on a team of threads. Thread t owns the points t, t + team, t + 2 team, ...: every
 // subset spans the whole cloud, so each new sample costs every thread about the same work, and
 // each thread builds and updates a tree of its own subset. After each sample the threads swap
@@ -294,7 +374,13 @@ void fps_cloud(const FpsParams& p, int64_t b, int team = 1) {
       KdFps<T>(pts, n).sample(pts, start, k, out);
     }
   } else {
-    fps_brute(pts, n, p.D, start, k, out);
+    // The blocked scan pays from 16 dimensions, or where its iterations split over threads; below,
+    // its separate argmax passes cost more than the lanes save (2-core EPYC, 20k points: D = 4
+    // 38 vs 29 ms, D = 8 57 vs 46; D = 16 50 vs 88, D = 128 318 vs 866, 100k points D = 8 on two
+    // threads 145 vs 225).
+    if (p.D != 3 && (p.D >= 16 || (team > 1 && n * p.D >= BlockedFps<T>::kSplitWork)))
+      BlockedFps<T>(pts, n, p.D).sample(start, k, out, team);
+    else fps_brute(pts, n, p.D, start, k, out);
   }
 }
 
