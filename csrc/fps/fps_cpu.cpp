@@ -195,17 +195,64 @@ void fps_brute(const T* pts, int64_t n, int64_t D, int64_t start, int64_t k, int
   }
 }
 
+// The farthest point of a team of threads' partial results, once per FPS step: each member
+// publishes its best (value, index), waits for the others' and picks the same winner (larger
+// value, then lower index). Two cache-line transfers per member and step, far below a fork/join
+// per step (which was tried: under OMP_WAIT_POLICY=PASSIVE it made 1M points 1.8x slower).
+template <typename T>
+class TeamArgmax {
+ public:
+  explicit TeamArgmax(int team) : slots_(static_cast<size_t>(team)) {}
+
+  // Publishes member t's best for step s, waits for all others', returns the winner (or -1 when
+  // a member failed).
+  int64_t exchange(int t, int64_t s, T value, int64_t arg) {
+    Slot& mine = slots_[t];
+    const int b = static_cast<int>(s & 1);
+    mine.value[b] = value;
+    mine.arg[b] = arg;
+    mine.seq.store(s, std::memory_order_release);
+    T best_v = value;
+    int64_t best_i = arg;
+    for (size_t o = 0; o < slots_.size(); ++o) {
+      if (static_cast<int>(o) == t) continue;
+      Slot& other = slots_[o];
+      for (int spins = 0; other.seq.load(std::memory_order_acquire) < s; ++spins) {
+        if (failed_.load(std::memory_order_acquire)) return -1;
+        if (spins > 1024) std::this_thread::yield();  // oversubscribed cores: let the others run
+      }
+      if (better(other.value[b], other.arg[b], best_v, best_i)) {
+        best_v = other.value[b];
+        best_i = other.arg[b];
+      }
+    }
+    return best_i;
+  }
+
+  // A member that throws says so first, so that the others stop waiting for it.
+  void fail() { failed_.store(true, std::memory_order_release); }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<int64_t> seq{-1};
+    T value[2];      // double-buffered by step parity: a member can be one step ahead of a reader
+    int64_t arg[2];
+  };
+
+  std::vector<Slot> slots_;
+  std::atomic<bool> failed_{false};
+};
+
 // FPS in any dimension (feature space: the greedy coreset of PatchCore-style memory banks) as an
 // exhaustive scan, but over blocks of kLanes points stored dimension-major, so that the distances
 // of a block's points, each summed over its dimensions in order exactly as fps_brute sums them,
-// advance together in SIMD lanes. A large cloud's blocks are split over the threads each
-// iteration (fixed chunks, combined in chunk order: ties still go to the lower index).
+// advance together in SIMD lanes. A large cloud's blocks are split over a team of threads, whose
+// chunks' farthest points TeamArgmax compares after each sample (ties still go to the lower index).
 template <typename T>
 class BlockedFps {
  public:
   static constexpr int kLanes = 8;
-  // Work per iteration (point coordinates) from which the blocks are split over the threads: a
-  // fork per iteration pays from here.
+  // Work per iteration (point coordinates) from which the blocks are split over a team of threads.
   static constexpr int64_t kSplitWork = int64_t{1} << 18;
 
   BlockedFps(const T* pts, int64_t n, int64_t D) : pts_(pts), n_(n), D_(D), nb_((n + kLanes - 1) / kLanes) {
@@ -216,27 +263,47 @@ class BlockedFps {
     for (int64_t i = n; i < nb_ * kLanes; ++i) mind_[i] = -std::numeric_limits<T>::infinity();  // padding
   }
 
+  // A team of threads splits the blocks into contiguous chunks once an iteration is worth it;
+  // after each sample the members swap their chunk's farthest point (TeamArgmax), and the owner
+  // of the winner's chunk marks it.
   void sample(int64_t start, int64_t k, int64_t* out, int team) {
-    const int64_t chunks = team > 1 && nb_ * kLanes * D_ >= kSplitWork ? std::min<int64_t>(team, nb_) : 1;
-    std::vector<T> best(static_cast<size_t>(chunks));
-    std::vector<int64_t> arg(static_cast<size_t>(chunks));
-    int64_t cur = start;
-    for (int64_t s = 0; s < k; ++s) {
-      out[s] = cur;
-      mind_[cur] = -std::numeric_limits<T>::infinity();
-      if (s + 1 == k) break;
-      const T* c = pts_ + cur * D_;
-      parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t ch = c0; ch < c1; ++ch) update(c, nb_ * ch / chunks, nb_ * (ch + 1) / chunks, best[ch], arg[ch]);
-      });
-      T bv = best[0];
-      cur = arg[0];
-      for (int64_t ch = 1; ch < chunks; ++ch)
-        if (best[ch] > bv) bv = best[ch], cur = arg[ch];
+    const int members = team > 1 && nb_ * kLanes * D_ >= kSplitWork ? static_cast<int>(std::min<int64_t>(team, nb_)) : 1;
+    if (members == 1) {
+      run(0, 1, start, k, out, nullptr);
+      return;
     }
+    TeamArgmax<T> ex(members);
+    parallel_team(members, [&](int t, int granted) {
+      if (granted != members) {  // a smaller team than asked for (nested call): one member does all
+        if (t == 0) run(0, 1, start, k, out, nullptr);
+        return;
+      }
+      run(t, members, start, k, out, &ex);
+    });
   }
 
  private:
+  // Member t of `members`: blocks [nb * t / members, nb * (t + 1) / members); fills out when t == 0.
+  void run(int t, int members, int64_t start, int64_t k, int64_t* out, TeamArgmax<T>* ex) {
+    const int64_t b0 = nb_ * t / members, b1 = nb_ * (t + 1) / members;
+    try {
+      int64_t cur = start;
+      for (int64_t s = 0; s < k; ++s) {
+        if (t == 0) out[s] = cur;
+        if (cur >= b0 * kLanes && cur < b1 * kLanes) mind_[cur] = -std::numeric_limits<T>::infinity();
+        if (s + 1 == k) break;
+        T best;
+        int64_t arg;
+        update(pts_ + cur * D_, b0, b1, best, arg);
+        cur = ex ? ex->exchange(t, s, best, arg) : arg;
+        if (cur < 0) return;  // another member failed
+      }
+    } catch (...) {
+      if (ex) ex->fail();
+      throw;
+    }
+  }
+
   // Lowers the min-distances of blocks [b0, b1) for a sample at c; returns their largest and the
   // lowest index holding it.
   void update(const T* c, int64_t b0, int64_t b1, T& best, int64_t& arg) {
@@ -278,18 +345,16 @@ class BlockedFps {
 // One cloud on a team of threads. Thread t owns the points t, t + team, t + 2 team, ...: every
 // subset spans the whole cloud, so each new sample costs every thread about the same work, and
 // each thread builds and updates a tree of its own subset. After each sample the threads swap
-// their subset's farthest point through a spin exchange and all pick the same winner (larger
-// min-distance, then lower index), which is the global farthest point: the order is exact.
-// The exchange costs two cache-line transfers per sample, far below a fork/join per sample
-// (which was tried: under OMP_WAIT_POLICY=PASSIVE it made 1M points 1.8x slower).
+// their subset's farthest point (TeamArgmax) and all pick the same winner, which is the global
+// farthest point: the order is exact.
 template <typename T>
 class SplitFps {
  public:
-  explicit SplitFps(int team) : slots_(static_cast<size_t>(team)) {}
+  explicit SplitFps(int team) : team_(team), ex_(team) {}
 
   // Thread t of the team: fills out[0, k) when t == 0.
   void run(int t, const T* pts, int64_t n, int64_t start, int64_t k, int64_t* out) {
-    const int team = static_cast<int>(slots_.size());
+    const int team = team_;
     try {
       const int64_t m = (n - t + team - 1) / team;
       KdFps<T> tree(pts + t * 3, m, team);
@@ -300,49 +365,18 @@ class SplitFps {
         if (cur % team == t) tree.select(s == 0 ? tree.position(cur / team) : tree.best_position());
         if (s + 1 == k) break;
         tree.update(pts + cur * 3);
-        cur = exchange(t, s, tree.best_value(), tree.best_index() * team + t);
+        cur = ex_.exchange(t, s, tree.best_value(), tree.best_index() * team + t);
         if (cur < 0) return;  // another member failed
       }
     } catch (...) {
-      failed_.store(true, std::memory_order_release);
+      ex_.fail();
       throw;
     }
   }
 
  private:
-  struct alignas(64) Slot {
-    std::atomic<int64_t> seq{-1};
-    T value[2];      // double-buffered by step parity: a member can be one step ahead of a reader
-    int64_t arg[2];
-  };
-
-  // Publishes this member's best for step s, waits for all others', returns the winner (or -1
-  // when a member failed).
-  int64_t exchange(int t, int64_t s, T value, int64_t arg) {
-    Slot& mine = slots_[t];
-    const int b = static_cast<int>(s & 1);
-    mine.value[b] = value;
-    mine.arg[b] = arg;
-    mine.seq.store(s, std::memory_order_release);
-    T best_v = value;
-    int64_t best_i = arg;
-    for (size_t o = 0; o < slots_.size(); ++o) {
-      if (static_cast<int>(o) == t) continue;
-      Slot& other = slots_[o];
-      for (int spins = 0; other.seq.load(std::memory_order_acquire) < s; ++spins) {
-        if (failed_.load(std::memory_order_acquire)) return -1;
-        if (spins > 1024) std::this_thread::yield();  // oversubscribed cores: let the others run
-      }
-      if (better(other.value[b], other.arg[b], best_v, best_i)) {
-        best_v = other.value[b];
-        best_i = other.arg[b];
-      }
-    }
-    return best_i;
-  }
-
-  std::vector<Slot> slots_;
-  std::atomic<bool> failed_{false};
+  int team_;
+  TeamArgmax<T> ex_;
 };
 
 // Threads per cloud: splitting needs every member's subset to be worth a tree of its own.

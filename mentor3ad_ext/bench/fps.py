@@ -46,10 +46,11 @@ class FpsSize:
     N: int
     K: int
     slow: bool = False
+    D: int = 3
 
     @property
     def name(self) -> str:
-        s = f"N={_short(self.N)} K={self.K}"
+        s = f"N={_short(self.N)} K={self.K}" + ("" if self.D == 3 else f" D={self.D}")
         return s if self.B == 1 else f"B={self.B} x {s}"
 
 
@@ -67,14 +68,18 @@ SIZES = [
     FpsSize(1, 100_000, 1024),
     FpsSize(1, 1_000_000, 4096, slow=True),
     FpsSize(16, 16_000, 1024),
+    # Feature space: the greedy coreset of a PatchCore-style memory bank (features randomly
+    # projected to 128 dimensions, as PatchCore does before its coreset selection).
+    FpsSize(1, 20_000, 1000, D=128),
 ]
 
 
 def ref_samples(size: FpsSize, device: str) -> int:
     """How many samples the reference is timed on (all of them on CUDA or within budget)."""
-    if torch.device(device).type == "cuda" or size.B * size.N * size.K <= REF_BUDGET:
+    budget = REF_BUDGET * 3 // size.D  # the budget counts 3-D work
+    if torch.device(device).type == "cuda" or size.B * size.N * size.K <= budget:
         return size.K
-    return max(16, min(size.K, REF_BUDGET // (size.B * size.N)))
+    return max(16, min(size.K, budget // (size.B * size.N)))
 
 
 def torch_fps_loop(points: torch.Tensor, K: int) -> torch.Tensor:
@@ -108,7 +113,7 @@ class _Data:
     @functools.cached_property
     def points(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        return torch.rand(self.size.B, self.size.N, 3, generator=g).to(self.device)
+        return torch.rand(self.size.B, self.size.N, self.size.D, generator=g).to(self.device)
 
     @functools.cached_property
     def numpy(self) -> np.ndarray:
@@ -206,6 +211,10 @@ def fps_case(size: FpsSize, device: str, seed: int = 0) -> Case:
     ]
     if on_cuda:
         impls.append(Impl("torch loop (batched, argmax on GPU)", REFERENCE,
+                          lambda: (lambda pts=data.points: torch_fps_loop(pts, K)),
+                          lambda out: _check_exact("torch loop", out, data.ours(), "ours")))
+    elif size.D != 3:  # the 3-D peers take 3-D clouds; a coreset is usually this torch loop
+        impls.append(Impl("torch loop (batched; the usual greedy-coreset code)", PEER,
                           lambda: (lambda pts=data.points: torch_fps_loop(pts, K)),
                           lambda out: _check_exact("torch loop", out, data.ours(), "ours")))
     else:
