@@ -11,6 +11,7 @@
 #include <limits>
 #include <numeric>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/kdtree.h"
@@ -305,8 +306,15 @@ class BlockedFps {
   }
 
   // Lowers the min-distances of blocks [b0, b1) for a sample at c; returns their largest and the
-  // lowest index holding it.
+  // lowest index holding it. Each lane keeps its largest and the first block holding it (a
+  // compare and two selects, vectorised with the rest), so no second pass over the
+  // min-distances is needed: the lowest index of the overall largest is the smallest
+  // block * kLanes + lane among the lanes that hold it.
   void update(const T* c, int64_t b0, int64_t b1, T& best, int64_t& arg) {
+    using Block = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // lane-width block numbers
+    T lv[kLanes];
+    Block lb[kLanes];
+    for (int l = 0; l < kLanes; ++l) lv[l] = -std::numeric_limits<T>::infinity(), lb[l] = static_cast<Block>(b0);
     for (int64_t b = b0; b < b1; ++b) {
       const T* x = xb_.data() + b * D_ * kLanes;
       T acc[kLanes];
@@ -322,17 +330,20 @@ class BlockedFps {
         }
       }
       T* md = mind_.data() + b * kLanes;
-      for (int l = 0; l < kLanes; ++l) md[l] = acc[l] < md[l] ? acc[l] : md[l];
-    }
-    const T* md = mind_.data();
-    T bv = -std::numeric_limits<T>::infinity();
-    for (int64_t i = b0 * kLanes; i < b1 * kLanes; ++i) bv = md[i] > bv ? md[i] : bv;
-    arg = b0 * kLanes;
-    for (int64_t i = b0 * kLanes; i < b1 * kLanes; ++i)
-      if (md[i] == bv) {
-        arg = i;
-        break;
+      const Block bb = static_cast<Block>(b);
+      for (int l = 0; l < kLanes; ++l) {
+        const T m = acc[l] < md[l] ? acc[l] : md[l];
+        md[l] = m;
+        const bool up = m > lv[l];
+        lb[l] = up ? bb : lb[l];
+        lv[l] = up ? m : lv[l];
       }
+    }
+    T bv = lv[0];
+    for (int l = 1; l < kLanes; ++l) bv = lv[l] > bv ? lv[l] : bv;
+    arg = std::numeric_limits<int64_t>::max();
+    for (int l = 0; l < kLanes; ++l)
+      if (lv[l] == bv) arg = std::min<int64_t>(arg, static_cast<int64_t>(lb[l]) * kLanes + l);
     best = bv;
   }
 
@@ -408,11 +419,10 @@ void fps_cloud(const FpsParams& p, int64_t b, int team = 1) {
       KdFps<T>(pts, n).sample(pts, start, k, out);
     }
   } else {
-    // The blocked scan pays from 16 dimensions, or where its iterations split over threads; below,
-    // its separate argmax passes cost more than the lanes save (2-core EPYC, 20k points: D = 4
-    // 38 vs 29 ms, D = 8 57 vs 46; D = 16 50 vs 88, D = 128 318 vs 866, 100k points D = 8 on two
-    // threads 145 vs 225).
-    if (p.D != 3 && (p.D >= 16 || (team > 1 && n * p.D >= BlockedFps<T>::kSplitWork)))
+    // Other dimensions: the blocked scan (2-core EPYC, 20k points, K = 1000, against the plain
+    // scan: D = 4 30 vs 29 ms, D = 8 48 vs 46, D = 16 43 vs 88, D = 128 304 vs 866; 100k points,
+    // D = 8: 123 vs 225). Small 3-D clouds keep the plain scan.
+    if (p.D != 3)
       BlockedFps<T>(pts, n, p.D).sample(start, k, out, team);
     else fps_brute(pts, n, p.D, start, k, out);
   }
