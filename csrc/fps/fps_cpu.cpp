@@ -256,7 +256,7 @@ class BlockedFps {
   // Work per iteration (point coordinates) from which the blocks are split over a team of threads.
   static constexpr int64_t kSplitWork = int64_t{1} << 18;
 
-  BlockedFps(const T* pts, int64_t n, int64_t D) : pts_(pts), n_(n), D_(D), nb_((n + kLanes - 1) / kLanes) {
+  BlockedFps(const T* pts, int64_t n, int64_t D) : pts_(pts), D_(D), nb_((n + kLanes - 1) / kLanes) {
     xb_.assign(static_cast<size_t>(nb_ * D * kLanes), T(0));
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < D; ++j) xb_[(i / kLanes * D + j) * kLanes + i % kLanes] = pts[i * D + j];
@@ -348,7 +348,7 @@ class BlockedFps {
   }
 
   const T* pts_;
-  int64_t n_, D_, nb_;
+  int64_t D_, nb_;
   std::vector<T> xb_;    // [block][dimension][lane]
   std::vector<T> mind_;  // padded lanes hold -inf: never the farthest
 };

@@ -38,10 +38,15 @@ def _gamma(n: int, dtype: torch.dtype) -> float:
     return n * u / (1 - n * u)
 
 
+def _points_to_spare(n2: int, K: int) -> bool:
+    """Whether a cloud of n2 points leaves the filter enough to discard (else the scan alone)."""
+    return n2 >= 4 * K + 64
+
+
 def dense_pays(p1: torch.Tensor, P2: int, K: int, norm: int) -> bool:
     """Whether the filter serves this CPU call (squared L2, feature-sized D, points to spare)."""
     D = p1.shape[2]
-    return norm == 2 and D >= DENSE_MIN_D and P2 >= 4 * K + 64 and p1.dtype in (torch.float32, torch.float64)
+    return norm == 2 and D >= DENSE_MIN_D and _points_to_spare(P2, K) and p1.dtype in (torch.float32, torch.float64)
 
 
 def _gemm_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -64,7 +69,7 @@ def knn_dense_into(dists, idx, p1, p2, lengths1, lengths2, K: int, scan) -> None
         if n1 == 0:
             continue
         q, p = p1[b, :n1], p2[b, :n2]
-        if n2 < 4 * K + 64:  # a short cloud: the scan alone
+        if not _points_to_spare(n2, K):
             scan(dists[b:b + 1, :n1], idx[b:b + 1, :n1], q[None], p[None], None, None, K, 2)
             continue
         _cloud(dists[b, :n1], idx[b, :n1], q, p, K, scan)

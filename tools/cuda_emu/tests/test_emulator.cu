@@ -355,6 +355,29 @@ static void test_warp_reduce(const char* type) {
   CHECK_MSG(wrong16 == 0, "16-lane warp reduce %s: %d segments wrong", type, wrong16);
 }
 
+// Runs a shuffle kernel (out[t] = the shuffled in[t]) for each (delta, width) through `launch`
+// and checks every thread t against in[src(t, lane, case)], the element it must have read (lane:
+// its position in its width-lane segment).
+struct ShflCase {
+  unsigned delta;
+  int width;
+};
+
+template <typename Launch, typename Src>
+static void check_shuffle(const char* name, const std::vector<long long>& in, const std::vector<ShflCase>& cases,
+                          Launch launch, Src src) {
+  std::vector<long long> out(in.size());
+  for (const ShflCase& c : cases) {
+    std::fill(out.begin(), out.end(), -1);
+    launch(in.data(), out.data(), c.delta, c.width);
+    CHECK_MSG(cudaGetLastError() == cudaSuccess, "delta %u width %d", c.delta, c.width);
+    int wrong = 0;
+    for (unsigned t = 0; t < in.size(); ++t)
+      if (out[t] != in[src(t, (t % 32) % c.width, c)]) ++wrong;
+    CHECK_MSG(wrong == 0, "%s delta %u width %d: %d lanes wrong", name, c.delta, c.width, wrong);
+  }
+}
+
 // One __shfl_down_sync, every lane's result: a thread's lane is its linear index in a 3-D block.
 __global__ void shfl_down_kernel(const long long* in, long long* out, unsigned delta, int width) {
   const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -408,26 +431,16 @@ static void test_section4() {
   test_warp_reduce<long long>("long long");
 
   const dim3 block(8, 4, 2);  // 64 threads: warps are linear ids 0-31 and 32-63
-  const unsigned n = 64;
-  std::vector<long long> in(n), out(n);
-  for (unsigned i = 0; i < n; ++i) in[i] = (static_cast<long long>(i) << 40) - 3 * static_cast<long long>(i);
-  const struct {
-    unsigned delta;
-    int width;
-  } cases[] = {{0, 32}, {1, 32}, {5, 32}, {16, 32}, {31, 32}, {32, 32}, {1, 16}, {3, 16},
-               {15, 16}, {16, 16}, {1, 8}, {7, 8}, {1, 4}, {1, 2}, {1, 1}};
-  for (const auto& c : cases) {
-    std::fill(out.begin(), out.end(), -1);
-    shfl_down_kernel<<<1, block>>>(in.data(), out.data(), c.delta, c.width);
-    CHECK_MSG(cudaGetLastError() == cudaSuccess, "delta %u width %d", c.delta, c.width);
-    int wrong = 0;
-    for (unsigned t = 0; t < n; ++t) {
-      const unsigned lane_in_segment = (t % 32) % c.width;
-      const unsigned src = lane_in_segment + c.delta < static_cast<unsigned>(c.width) ? t + c.delta : t;
-      if (out[t] != in[src]) ++wrong;
-    }
-    CHECK_MSG(wrong == 0, "__shfl_down_sync delta %u width %d: %d lanes wrong", c.delta, c.width, wrong);
-  }
+  std::vector<long long> in(64);
+  for (unsigned i = 0; i < in.size(); ++i) in[i] = (static_cast<long long>(i) << 40) - 3 * static_cast<long long>(i);
+  check_shuffle(
+      "__shfl_down_sync", in,
+      {{0, 32}, {1, 32}, {5, 32}, {16, 32}, {31, 32}, {32, 32}, {1, 16}, {3, 16}, {15, 16}, {16, 16}, {1, 8},
+       {7, 8}, {1, 4}, {1, 2}, {1, 1}},
+      [&](const long long* i, long long* o, unsigned delta, int width) { shfl_down_kernel<<<1, block>>>(i, o, delta, width); },
+      [](unsigned t, unsigned lane, const ShflCase& c) {
+        return lane + c.delta < static_cast<unsigned>(c.width) ? t + c.delta : t;
+      });
 
   std::vector<int> ikeys(256);
   for (unsigned i = 0; i < ikeys.size(); ++i) ikeys[i] = static_cast<int>((i * 7) % 5 + (i / 64) * 10);
@@ -956,25 +969,13 @@ __global__ void double_bits_kernel(const double* in, long long* bits, double* ba
 }
 
 static void test_section10() {
-  const unsigned n = 64;
-  std::vector<long long> in(n), out(n);
-  for (unsigned i = 0; i < n; ++i) in[i] = (static_cast<long long>(i) << 36) + 7 * static_cast<long long>(i);
-  const struct {
-    unsigned delta;
-    int width;
-  } cases[] = {{0, 32}, {1, 32}, {5, 32}, {16, 32}, {31, 32}, {32, 32}, {1, 16}, {3, 16}, {16, 16}, {1, 8}, {1, 1}};
-  for (const auto& c : cases) {
-    std::fill(out.begin(), out.end(), -1);
-    shfl_up_kernel<<<1, n>>>(in.data(), out.data(), c.delta, c.width);
-    CHECK_MSG(cudaGetLastError() == cudaSuccess, "delta %u width %d", c.delta, c.width);
-    int wrong = 0;
-    for (unsigned t = 0; t < n; ++t) {
-      const unsigned lane_in_segment = (t % 32) % c.width;
-      const unsigned src = lane_in_segment >= c.delta ? t - c.delta : t;
-      if (out[t] != in[src]) ++wrong;
-    }
-    CHECK_MSG(wrong == 0, "__shfl_up_sync delta %u width %d: %d lanes wrong", c.delta, c.width, wrong);
-  }
+  std::vector<long long> in(64);
+  for (unsigned i = 0; i < in.size(); ++i) in[i] = (static_cast<long long>(i) << 36) + 7 * static_cast<long long>(i);
+  check_shuffle(
+      "__shfl_up_sync", in,
+      {{0, 32}, {1, 32}, {5, 32}, {16, 32}, {31, 32}, {32, 32}, {1, 16}, {3, 16}, {16, 16}, {1, 8}, {1, 1}},
+      [](const long long* i, long long* o, unsigned delta, int width) { shfl_up_kernel<<<1, 64>>>(i, o, delta, width); },
+      [](unsigned t, unsigned lane, const ShflCase& c) { return lane >= c.delta ? t - c.delta : t; });
   std::vector<int> scan(96, -1);
   warp_scan_kernel<<<1, 96>>>(scan.data());
   CHECK(cudaGetLastError() == cudaSuccess);
