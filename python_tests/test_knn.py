@@ -1,3 +1,6 @@
+import contextlib
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -263,21 +266,43 @@ def test_property(B, P1, P2, K, D, seed):
     assert got.idx.shape == (B, P1, K)
 
 
+@contextlib.contextmanager
+def _dense_driver(driver):
+    """Runs the feature-space filter through `driver`: "host" (the CPU kernels' per-cloud driver)
+    or "batched" (the synchronisation-free driver of CUDA and the emulator, here on whichever
+    kernels the tensors take)."""
+    from mentor3ad_ext.ops import _knn_dense
+
+    host = m.ops._launch.host_kernels(torch.zeros(1))
+    if driver == "host" and not host:
+        pytest.skip("the host driver serves the CPU kernels only (under the emulator CPU tensors take CUDA's)")
+    with mock.patch.object(_knn_dense, "host_kernels", lambda t: driver == "host"):
+        yield
+
+
 @settings(max_examples=25, deadline=None)
 @given(B=st.integers(1, 3), P1=st.integers(0, 30), P2=st.integers(0, 400), K=st.integers(1, 40),
-       D=st.integers(48, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
-def test_property_feature_space(B, P1, P2, K, D, spread, seed):
-    # The feature-space filter (D >= 48, ops/_knn_dense.py) against the index-order scan, bit for
-    # bit, on random shapes, ragged batches and clustered points (spread 0: exact duplicates).
+       D=st.integers(24, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
+def _property_feature_space(driver, B, P1, P2, K, D, spread, seed):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(B, 6, D, generator=g)
     p2 = centers[:, torch.randint(0, 6, (P2,), generator=g)] + spread * torch.randn(B, P2, D, generator=g)
     p1 = centers[:, torch.randint(0, 6, (P1,), generator=g)] + torch.randn(B, P1, D, generator=g)
     l1 = torch.randint(0, P1 + 1, (B,), generator=g)
     l2 = torch.randint(0, P2 + 1, (B,), generator=g)
-    got = m.knn_points(p1, p2, l1, l2, K=K)
+    with _dense_driver(driver):
+        got = m.knn_points(p1, p2, l1, l2, K=K)
     d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
     assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d))
+
+
+@pytest.mark.parametrize("driver", ["host", "batched"])
+def test_property_feature_space(driver):
+    # The feature-space filter (D >= DENSE_MIN_D, ops/_knn_dense.py) against the index-order scan, bit for
+    # bit, on random shapes, ragged batches and clustered points (spread 0: exact duplicates).
+    with _dense_driver(driver):
+        pass  # skips here, not inside hypothesis
+    _property_feature_space(driver)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -483,19 +508,22 @@ def test_block_select_non_finite_distances_with_checks_off(device):
     assert torch.isinf(d[1, :, 266:400]).all() and (i[1, :, 266:400] % 3 == 0).all()
 
 
+@pytest.mark.parametrize("driver", ["host", "batched"])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("data", ["gauss", "lattice", "clusters", "shell"])
-def test_feature_space_knn_equals_the_scan(dtype, data, monkeypatch):
-    # CPU, squared L2, D >= DENSE_MIN_D: a BLAS product proposes candidates and the kernel ranks
+def test_feature_space_knn_equals_the_scan(driver, device, dtype, data, monkeypatch):
+    # Squared L2, D >= DENSE_MIN_D: a matrix product proposes candidates and the kernel ranks
     # them (ops/_knn_dense.py); the answer must be the index-order scan's, bit for bit: lattice
     # ties, near-duplicate clusters, a shell of points almost equidistant from the queries (the
     # candidates do not settle: those rows take the scan), ragged and empty clouds, short clouds,
     # reduced-precision float32 matmuls, and coordinates whose products overflow (checks off).
+    # Two drivers (_dense_driver): the CPU kernels' per-cloud one and the batched one of CUDA.
     from mentor3ad_ext.ops import knn as knn_op
     from mentor3ad_ext.ops._knn_dense import DENSE_MIN_D
 
-    if not m.ops._launch.host_kernels(torch.zeros(1)):
-        pytest.skip("a CPU-kernel path (under the CUDA emulator CPU tensors take the CUDA kernels)")
+    if device == "cuda" and driver == "host":
+        pytest.skip("the host driver serves the CPU kernels only")
     g = torch.Generator().manual_seed(4)
     B, P1, P2, D = 3, 70, 900, DENSE_MIN_D + 16
     if data == "gauss":
@@ -509,30 +537,43 @@ def test_feature_space_knn_equals_the_scan(dtype, data, monkeypatch):
     else:
         p1 = torch.zeros(B, P1, D) + 1e-6 * torch.randn(B, P1, D, generator=g)
         p2 = torch.nn.functional.normalize(torch.randn(B, P2, D, generator=g), dim=2)
-    p1, p2 = p1.to(dtype), p2.to(dtype)
+    p1, p2 = p1.to(device, dtype), p2.to(device, dtype)
     calls = []
     real = knn_op.knn_dense_into
     monkeypatch.setattr(knn_op, "knn_dense_into", lambda *a: calls.append(1) or real(*a))
-    l1, l2 = torch.tensor([P1, 0, 33]), torch.tensor([P2, P2, 150])  # cloud 2: too short, the scan
-    for K in (1, 7, 40):
-        got = m.knn_points(p1, p2, l1, l2, K=K)
-        d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
-        assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
-    assert len(calls) == 3
-    prec = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("medium")  # the filter then multiplies in float64
-        got = m.knn_points(p1, p2, K=5)
-        assert torch.equal(got.idx, _knn_scan(p1, p2, None, None, 5, 2, SELECT_NEVER)[1])
-    finally:
-        torch.set_float32_matmul_precision(prec)
-    big = 1e20 if dtype == torch.float32 else 1e160  # |q|^2 overflows: those rows take the scan
-    q = p1.clone()
-    q[0, :5] *= big
-    with m.value_checks(False):
-        got = m.knn_points(q, p2, K=3)
-    want = _knn_scan(q, p2, None, None, 3, 2, SELECT_NEVER)
-    assert torch.equal(got.idx, want[1]) and torch.equal(_bits(got.dists), _bits(want[0]))
+    # cloud 2 is short: the host driver scans it, the batched one lists all its points
+    l1, l2 = torch.tensor([P1, 0, 33], device=device), torch.tensor([P2, P2, 150], device=device)
+    with _dense_driver(driver):
+        for K in (1, 7, 40):
+            got = m.knn_points(p1, p2, l1, l2, K=K)
+            d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
+            assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
+        assert len(calls) == 3
+        prec = torch.get_float32_matmul_precision()
+        try:
+            torch.set_float32_matmul_precision("medium")  # the filter then multiplies in float64
+            got = m.knn_points(p1, p2, K=5)
+            assert torch.equal(got.idx, _knn_scan(p1, p2, None, None, 5, 2, SELECT_NEVER)[1])
+        finally:
+            torch.set_float32_matmul_precision(prec)
+        # the same through the backend's own setting (torch >= 2.9), where the legacy query raises
+        backend = (torch.backends.mkldnn if device == "cpu" else torch.backends.cuda).matmul
+        if hasattr(backend, "fp32_precision"):
+            old = backend.fp32_precision
+            try:
+                backend.fp32_precision = "bf16" if device == "cpu" else "tf32"
+                got = m.knn_points(p1, p2, K=5)
+                assert torch.equal(got.idx, _knn_scan(p1, p2, None, None, 5, 2, SELECT_NEVER)[1])
+            finally:
+                backend.fp32_precision = old
+        big = 1e20 if dtype == torch.float32 else 1e160  # |q|^2 overflows: those rows take the scan
+        q = p1.clone()
+        q[0, 3::9] *= big  # scattered rows: the batched driver moves them to the front and back
+        q[2, 40] *= big
+        with m.value_checks(False):
+            got = m.knn_points(q, p2, K=3)
+            want = _knn_scan(q, p2, None, None, 3, 2, SELECT_NEVER)
+        assert torch.equal(got.idx, want[1]) and torch.equal(_bits(got.dists), _bits(want[0]))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -11,7 +11,8 @@
 #                                        # that the logs come back (a session has 15 device minutes);
 #                                        # TESTS (paths), MEMCHECK, RACECHECK (op names) and BENCH
 #                                        # (name:seconds; also descriptors, model, profile_knn,
-#                                        # profile_metrics) narrow it for a rerun, e.g.
+#                                        # profile_knn_dense, profile_gather, profile_metrics)
+#                                        # narrow it for a rerun, e.g.
 #                                        # TESTS=python_tests/test_metrics.py MEMCHECK=metrics
 #                                        # RACECHECK=metrics BENCH="metrics:35 profile_metrics:120"
 #
@@ -106,6 +107,7 @@ case "$stage" in
         profile_knn) timeout $s $PY scripts/profile_knn_tiles.py ;;
         profile_metrics) timeout $s $PY scripts/profile_metrics.py ;;  # phase table of the metrics build
         profile_gather) timeout $s $PY scripts/profile_gather.py ;;  # warp-per-row vs tile gather kernels
+        profile_knn_dense) timeout $s $PY scripts/profile_knn_dense.py ;;  # feature-space filter vs scan vs cdist
         *) [ "$b" = projection ] && k=""  # one device per run: CUDA when present
            MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout $s $PY -m pytest bench/bench_$b.py -q \
              -p no:cacheprovider ${k:+-k $k} ;;

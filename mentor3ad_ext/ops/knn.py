@@ -105,7 +105,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     B, P1, D = p1.shape
     P2 = p2.shape[1]
     dists, idx = _outputs(p1, K)
-    if dists.numel() and host_kernels(p1) and dense_pays(p1, P2, K, norm):
+    if dists.numel() and dense_pays(p1, P2, K, norm):
         knn_dense_into(dists, idx, p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, _knn_scan_into)
     elif dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)

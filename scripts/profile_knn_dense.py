@@ -1,0 +1,70 @@
+"""Feature-space kNN on CUDA: the matrix-product filter's batched driver (ops/_knn_dense.py)
+against the index-order scan it replaces (M3AD_KNN_DENSE=0) and torch cdist + topk, over D, so
+that DENSE_MIN_D (measured on the CPU only) can be set for the GPU from a measurement. Our two
+paths are compared bit for bit before timing; CUDA events, medians.
+
+    python scripts/profile_knn_dense.py      # on a machine with a CUDA GPU
+    MENTOR3AD_CUDA_EMULATOR=1 python scripts/profile_knn_dense.py --small   # dry run of the script
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import mentor3ad_ext as m
+
+from _cuda_timing import cuda_median_ms  # this folder
+
+
+def timer(fn) -> float:
+    if torch.cuda.is_available():
+        return cuda_median_ms(fn, reps=10)
+    ts = []
+    for _ in range(2):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ts)
+
+
+def ours(q, p, K: int, dense: bool):
+    os.environ["M3AD_KNN_DENSE"] = "1" if dense else "0"
+    try:
+        return m.knn_points(q, p, K=K)
+    finally:
+        os.environ.pop("M3AD_KNN_DENSE", None)
+
+
+def main(small: bool) -> int:
+    if not torch.cuda.is_available() and not os.environ.get("MENTOR3AD_CUDA_EMULATOR"):
+        print("profile_knn_dense: no CUDA device (MENTOR3AD_CUDA_EMULATOR=1 ... --small runs it emulated)")
+        return 0
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator(device=dev).manual_seed(0)
+    f = 50 if small else 1  # --small: a fiftieth of the queries and points
+    # (queries, points, D, K): PatchCore-style memory-bank searches, a self-kNN in 128-D, and the
+    # D ladder around the CPU's DENSE_MIN_D = 24
+    cases = [(784, 20_000, 1152, 1), (784, 200_000, 1152, 1), (4096, 100_000, 384, 9),
+             (16_000, 16_000, 128, 16), (1024, 16_000, 128, 128)]
+    cases += [(4096, 16_000, D, 16) for D in (8, 16, 24, 32, 48, 64)]
+    print("| queries x points, D, K | filter ms | scan ms | scan / filter | cdist+topk ms | cdist / filter |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    with m.value_checks(False):
+        for Q, N, D, K in cases:
+            Q, N = max(8, Q // f), max(4 * K + 64, N // f)
+            q = torch.randn(1, Q, D, device=dev, generator=g)
+            p = torch.randn(1, N, D, device=dev, generator=g)
+            a, b = ours(q, p, K, True), ours(q, p, K, False)
+            assert torch.equal(a.idx, b.idx) and torch.equal(a.dists, b.dists), (Q, N, D, K)
+            t_filter = timer(lambda: ours(q, p, K, True))
+            t_scan = timer(lambda: ours(q, p, K, False))
+            t_cdist = timer(lambda: torch.cdist(q, p).topk(K, dim=2, largest=False))
+            print(f"| {Q} x {N}, {D}, {K} | {t_filter:.3f} | {t_scan:.3f} | {t_scan / t_filter:.2f}x "
+                  f"| {t_cdist:.3f} | {t_cdist / t_filter:.2f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--small" in sys.argv))
