@@ -266,6 +266,32 @@ def test_property(B, P1, P2, K, D, seed):
     assert got.idx.shape == (B, P1, K)
 
 
+@pytest.mark.parametrize("driver", ["host", "batched"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
+    # The filter's blocks shrunk (ops/_knn_dense.py): products of 9 query rows per cloud, their
+    # candidates ranked 3 rows at a time, a partial last block; some rows settle, some do not
+    # (shell points), in ragged clouds. Same answer as the scan, bit for bit.
+    from mentor3ad_ext.ops import _knn_dense
+
+    if device == "cuda" and driver == "host":
+        pytest.skip("the host driver serves the CPU kernels only")
+    monkeypatch.setattr(_knn_dense, "_CHUNK_ELEMS", 25_000)
+    monkeypatch.setattr(_knn_dense, "_CUDA_CHUNK_ELEMS", 25_000)
+    g = torch.Generator().manual_seed(11)
+    B, P1, P2, D = 3, 70, 900, _knn_dense.DENSE_MIN_D + 16
+    p1, p2 = torch.randn(B, P1, D, generator=g), torch.randn(B, P2, D, generator=g)
+    p2[1] = torch.nn.functional.normalize(p2[1], dim=1)
+    p1[1, ::2] = 1e-6 * torch.randn(P1 // 2, D, generator=g)  # every other row: a shell around it
+    p1, p2 = p1.to(device), p2.to(device)
+    l1, l2 = torch.tensor([P1, 61, 40], device=device), torch.tensor([P2, 850, 700], device=device)
+    with _dense_driver(driver):
+        for K in (1, 7):
+            got = m.knn_points(p1, p2, l1, l2, K=K)
+            d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
+            assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
+
+
 @contextlib.contextmanager
 def _dense_driver(driver):
     """Runs the feature-space filter through `driver`: "host" (the CPU kernels' per-cloud driver)

@@ -43,6 +43,7 @@ from ._launch import host_kernels
 # measured on a GPU, where the same rule routes the batched driver.
 DENSE_MIN_D = 24
 _CHUNK_ELEMS = 1 << 23  # approximate-distance and candidate blocks stay below ~32 MiB (float32)
+_CUDA_CHUNK_ELEMS = 1 << 25  # ~128 MiB on a GPU: fewer, larger products and launches
 
 
 def _more(K: int) -> tuple[int, ...]:
@@ -234,7 +235,9 @@ def _batched(dists, idx, p1, p2, lengths1, lengths2, K, scan) -> None:
     widths = sorted({min(P2, K + M) for M in _more(K)})
     m = widths[-1]
     unsettled = torch.zeros((B, P1), dtype=torch.bool, device=dev)
-    rows = max(1, min(P1, _CHUNK_ELEMS // (B * max(P2, m * D))))
+    chunk = _CUDA_CHUNK_ELEMS if dev.type == "cuda" else _CHUNK_ELEMS
+    rows = max(1, min(P1, chunk // (B * P2)))  # the product's rows; its candidates' rows in steps
+    step = max(1, chunk // (B * m * D))
     slot = torch.arange(m, device=dev)
     for r0 in range(0, P1, rows):
         r1 = min(P1, r0 + rows)
@@ -251,10 +254,13 @@ def _batched(dists, idx, p1, p2, lengths1, lengths2, K, scan) -> None:
         # candidates past the prefix become P2 (sorted last, never counted); padding is >= length
         cand = torch.sort(torch.where(slot < width[..., None], cand, P2), dim=2).values
         counts = (cand < lengths2[:, None, None]).sum(2)
-        pts = gather_rows_of(p2, cand.clamp(max=P2 - 1))
-        d, i = _rank(p1[:, r0:r1].reshape(-1, D), pts.reshape(-1, m, D), cand.reshape(-1, m),
-                     counts.reshape(-1), K, scan)
-        dists[:, r0:r1], idx[:, r0:r1] = d.view(B, r1 - r0, K), i.view(B, r1 - r0, K)
+        for s0 in range(0, r1 - r0, step):
+            s1 = min(r1 - r0, s0 + step)
+            cs = cand[:, s0:s1]
+            pts = gather_rows_of(p2, cs.clamp(max=P2 - 1))
+            d, i = _rank(p1[:, r0 + s0:r0 + s1].reshape(-1, D), pts.reshape(-1, m, D), cs.reshape(-1, m),
+                         counts[:, s0:s1].reshape(-1), K, scan)
+            dists[:, r0 + s0:r0 + s1], idx[:, r0 + s0:r0 + s1] = d.view(B, s1 - s0, K), i.view(B, s1 - s0, K)
     unsettled &= row_ok
     # the unsettled rows, moved to the front of their cloud, are the only queries the scan sees
     order = torch.sort(unsettled.to(torch.int8), dim=1, descending=True, stable=True).indices
