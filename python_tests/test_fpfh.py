@@ -165,14 +165,19 @@ def test_bad_input(call, exc, match):
 
 
 def test_opcheck():
+    from mentor3ad_ext.ops._spatial import morton_frame
     from mentor3ad_ext.ops.normals import neighbourhoods
     pts, nrm = _cloud(64)
     lengths = torch.tensor([60])
     idx, dists, order = neighbourhoods(pts[None], lengths, 8)
     torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_neighbors, (pts[None], nrm[None], idx, dists, order, 0.04))
+    lo, scale = morton_frame(pts[None], lengths)  # the query order's codes, a custom op too
+    torch.library.opcheck(torch.ops.mentor3ad.morton_codes, (pts[None], lengths, lo, scale))
 
 
 def test_torch_compile():
+    # fullgraph: the neighbour search, its Morton query order and the histograms are all custom
+    # ops (a raw kernel call in between used to break the graph)
     pts = wavy_surface(300, seed=2)[None].float()
-    f = torch.compile(lambda a: m.fpfh(a, m.estimate_normals(a, k=10), max_nn=16))
+    f = torch.compile(lambda a: m.fpfh(a, m.estimate_normals(a, k=10), max_nn=16), fullgraph=True)
     torch.testing.assert_close(f(pts), m.fpfh(pts, m.estimate_normals(pts, k=10), max_nn=16))

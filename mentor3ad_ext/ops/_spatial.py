@@ -41,15 +41,26 @@ def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Te
     """(B, P) int64 Morton codes of the valid points in `frame` (points outside it clamp to its
     faces, NaN to cell 0); padding points get 2^40 + their index, after every valid code, in
     index order. One kernel (csrc/knn/tiles_plan.h)."""
-    B, P, _ = points.shape
-    points, lengths = points.contiguous(), lengths.contiguous()
     lo, scale = frame
+    return _morton_codes(points.contiguous(), lengths.contiguous(), lo, scale)
+
+
+# A custom op, so that torch.compile keeps the ops that order their queries (fpfh, normals on
+# CUDA) in one graph instead of breaking at the raw kernel call.
+@torch.library.custom_op("mentor3ad::morton_codes", mutates_args=())
+def _morton_codes(points: torch.Tensor, lengths: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    B, P, _ = points.shape
     codes = torch.empty((B, P), dtype=torch.int64, device=points.device)
     if codes.numel():
         dev, stream = device_args(points)
         C().morton_codes(ptr(points), ptr(lengths), ptr(lo), ptr(scale), ptr(codes), B, P, dtype_tag(points),
                          dev, stream)
     return codes
+
+
+@_morton_codes.register_fake
+def _(points, lengths, lo, scale):
+    return points.new_empty(points.shape[:2], dtype=torch.int64)
 
 
 def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
