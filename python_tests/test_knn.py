@@ -266,6 +266,20 @@ def test_property(B, P1, P2, K, D, seed):
     assert got.idx.shape == (B, P1, K)
 
 
+@contextlib.contextmanager
+def _dense_driver(driver):
+    """Runs the feature-space filter through `driver`: "host" (the CPU kernels' per-cloud driver)
+    or "batched" (the synchronisation-free driver of CUDA and the emulator, here on whichever
+    kernels the tensors take)."""
+    from mentor3ad_ext.ops import _knn_dense
+
+    host = m.ops._launch.host_kernels(torch.zeros(1))
+    if driver == "host" and not host:
+        pytest.skip("the host driver serves the CPU kernels only (under the emulator CPU tensors take CUDA's)")
+    with mock.patch.object(_knn_dense, "host_kernels", lambda t: driver == "host"):
+        yield
+
+
 @pytest.mark.parametrize("driver", ["host", "batched"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
@@ -290,20 +304,6 @@ def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
             got = m.knn_points(p1, p2, l1, l2, K=K)
             d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
             assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
-
-
-@contextlib.contextmanager
-def _dense_driver(driver):
-    """Runs the feature-space filter through `driver`: "host" (the CPU kernels' per-cloud driver)
-    or "batched" (the synchronisation-free driver of CUDA and the emulator, here on whichever
-    kernels the tensors take)."""
-    from mentor3ad_ext.ops import _knn_dense
-
-    host = m.ops._launch.host_kernels(torch.zeros(1))
-    if driver == "host" and not host:
-        pytest.skip("the host driver serves the CPU kernels only (under the emulator CPU tensors take CUDA's)")
-    with mock.patch.object(_knn_dense, "host_kernels", lambda t: driver == "host"):
-        yield
 
 
 @settings(max_examples=25, deadline=None)

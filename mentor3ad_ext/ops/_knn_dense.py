@@ -257,7 +257,7 @@ def _batched(dists, idx, p1, p2, lengths1, lengths2, K, scan) -> None:
         for s0 in range(0, r1 - r0, step):
             s1 = min(r1 - r0, s0 + step)
             cs = cand[:, s0:s1]
-            pts = gather_rows_of(p2, cs.clamp(max=P2 - 1))
+            pts = _gather_rows_of(p2, cs.clamp(max=P2 - 1))
             d, i = _rank(p1[:, r0 + s0:r0 + s1].reshape(-1, D), pts.reshape(-1, m, D), cs.reshape(-1, m),
                          counts[:, s0:s1].reshape(-1), K, scan)
             dists[:, r0 + s0:r0 + s1], idx[:, r0 + s0:r0 + s1] = d.view(B, s1 - s0, K), i.view(B, s1 - s0, K)
@@ -275,7 +275,7 @@ def _batched(dists, idx, p1, p2, lengths1, lengths2, K, scan) -> None:
     idx.masked_fill_(~row_ok[..., None], -1)
 
 
-def gather_rows_of(p: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+def _gather_rows_of(p: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """p (B, P, D) rows at cand (B, r, m) -> (B, r, m, D)."""
     B, r, m = cand.shape
     return p.gather(1, cand.reshape(B, r * m, 1).expand(-1, -1, p.shape[2])).view(B, r, m, p.shape[2])
