@@ -8,9 +8,7 @@ kernels' outputs are compared bit for bit before timing.
     MENTOR3AD_CUDA_EMULATOR=1 python scripts/profile_gather.py --small   # dry run of the script
 """
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +16,7 @@ import torch.nn.functional as F
 import mentor3ad_ext as m
 from mentor3ad_ext.ops import _scatter as S
 
-from _cuda_timing import cuda_median_ms  # this folder
-
-
-def timer(fn) -> float:
-    if torch.cuda.is_available():
-        return cuda_median_ms(fn)
-    ts = []
-    for _ in range(3):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+from _cuda_timing import median_ms as timer, profile_device  # this folder
 
 
 def both_kernels(fn):
@@ -47,10 +34,9 @@ def both_kernels(fn):
 
 
 def main(small: bool) -> int:
-    if not torch.cuda.is_available() and not os.environ.get("MENTOR3AD_CUDA_EMULATOR"):
-        print("profile_gather: no CUDA device (MENTOR3AD_CUDA_EMULATOR=1 ... --small runs it emulated)")
+    dev = profile_device("profile_gather")
+    if dev is None:
         return 0
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     g = torch.Generator(device=dev).manual_seed(0)
     rows = []
     f = 100 if small else 1  # --small: the same cases, a hundredth of the rows

@@ -7,26 +7,17 @@ paths are compared bit for bit before timing; CUDA events, medians.
     MENTOR3AD_CUDA_EMULATOR=1 python scripts/profile_knn_dense.py --small   # dry run of the script
 """
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 import mentor3ad_ext as m
 
-from _cuda_timing import cuda_median_ms  # this folder
+from _cuda_timing import median_ms, profile_device  # this folder
 
 
 def timer(fn) -> float:
-    if torch.cuda.is_available():
-        return cuda_median_ms(fn, reps=10)
-    ts = []
-    for _ in range(2):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+    return median_ms(fn, reps=10, host_reps=2)
 
 
 def ours(q, p, K: int, dense: bool):
@@ -38,10 +29,9 @@ def ours(q, p, K: int, dense: bool):
 
 
 def main(small: bool) -> int:
-    if not torch.cuda.is_available() and not os.environ.get("MENTOR3AD_CUDA_EMULATOR"):
-        print("profile_knn_dense: no CUDA device (MENTOR3AD_CUDA_EMULATOR=1 ... --small runs it emulated)")
+    dev = profile_device("profile_knn_dense")
+    if dev is None:
         return 0
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     g = torch.Generator(device=dev).manual_seed(0)
     f = 50 if small else 1  # --small: a fiftieth of the queries and points
     # (queries, points, D, K): PatchCore-style memory-bank searches, a self-kNN in 128-D, and the

@@ -24,7 +24,7 @@ import mentor3ad_ext as m  # noqa: E402
 from mentor3ad_ext.metrics import _table as T  # noqa: E402
 from metrics_data import make_test_set  # noqa: E402
 
-from _cuda_timing import cuda_median_ms  # noqa: E402  (this folder)
+from _cuda_timing import cuda_median_ms, host_median_ms  # noqa: E402  (this folder)
 
 CASES = {"200x224x224": (200, 224, 224), "100x800x800": (100, 800, 800)}
 EMULATED = "--emulated" in sys.argv[1:]  # CUDA kernels under the host emulator, on CPU tensors
@@ -34,18 +34,8 @@ DEV = "cpu" if EMULATED else "cuda"
 def timed(fn, reps=15):
     """Median milliseconds of fn() between CUDA events (fn's own host waits included)."""
     if EMULATED:
-        return host_timed(fn, reps=2)
+        return host_median_ms(fn, reps=2)
     return cuda_median_ms(fn, reps)
-
-
-def host_timed(fn, reps=5):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
 
 
 def phases(maps, masks, reps=15, **kw):
@@ -135,8 +125,8 @@ def main():
             rows.append(("torchmetrics binary_auroc (cuda)", timed(lambda: binary_auroc(maps.reshape(-1), tgt), reps=5)))
         else:
             rows.append(("torchmetrics binary_auroc (cuda)", float("nan")))
-        rows.append(("aupro (cpu, ours)", cpu_path(lambda: host_timed(lambda: m.aupro(cpu_maps, cpu_masks, 0.3)))))
-        rows.append(("pixel_auroc (cpu, ours)", cpu_path(lambda: host_timed(lambda: m.pixel_auroc(cpu_maps, cpu_masks)))))
+        rows.append(("aupro (cpu, ours)", cpu_path(lambda: host_median_ms(lambda: m.aupro(cpu_maps, cpu_masks, 0.3)))))
+        rows.append(("pixel_auroc (cpu, ours)", cpu_path(lambda: host_median_ms(lambda: m.pixel_auroc(cpu_maps, cpu_masks)))))
         for name, ms in rows:
             print(f"| {name} | {ms:.3f} |")
         got, want = m.aupro(maps, masks, 0.3), cpu_path(lambda: m.aupro(cpu_maps, cpu_masks, 0.3))
