@@ -1,7 +1,8 @@
-"""Feature-space kNN on CUDA: the matrix-product filter's batched driver (ops/_knn_dense.py)
-against the index-order scan it replaces (M3AD_KNN_DENSE=0) and torch cdist + topk, over D, so
-that DENSE_MIN_D (measured on the CPU only) can be set for the GPU from a measurement. Our two
-paths are compared bit for bit before timing; CUDA events, medians.
+"""kNN on CUDA through the matrix-product filter's batched driver (ops/_knn_dense.py), forced at
+every D, against knn_points without it (M3AD_KNN_DENSE=0: the scan in high D; the tiles, block
+select or scan in 3-D) and torch cdist + topk, so that DENSE_MIN_D (measured on the CPU only) can
+be set for the GPU from a measurement. Our two paths are compared bit for bit before timing;
+CUDA events, medians.
 
     python scripts/profile_knn_dense.py      # on a machine with a CUDA GPU
     MENTOR3AD_CUDA_EMULATOR=1 python scripts/profile_knn_dense.py --small   # dry run of the script
@@ -12,6 +13,7 @@ import sys
 import torch
 
 import mentor3ad_ext as m
+from mentor3ad_ext.ops import _knn_dense
 
 from _cuda_timing import median_ms, profile_device  # this folder
 
@@ -21,11 +23,14 @@ def timer(fn) -> float:
 
 
 def ours(q, p, K: int, dense: bool):
+    """knn_points through the filter at any D (dense), or routed as if it did not exist."""
     os.environ["M3AD_KNN_DENSE"] = "1" if dense else "0"
+    min_d, _knn_dense.DENSE_MIN_D = _knn_dense.DENSE_MIN_D, 1
     try:
         return m.knn_points(q, p, K=K)
     finally:
         os.environ.pop("M3AD_KNN_DENSE", None)
+        _knn_dense.DENSE_MIN_D = min_d
 
 
 def main(small: bool) -> int:
@@ -34,12 +39,16 @@ def main(small: bool) -> int:
         return 0
     g = torch.Generator(device=dev).manual_seed(0)
     f = 50 if small else 1  # --small: a fiftieth of the queries and points
-    # (queries, points, D, K): PatchCore-style memory-bank searches, a self-kNN in 128-D, and the
-    # D ladder around the CPU's DENSE_MIN_D = 24
+    # (queries, points, D, K): PatchCore-style memory-bank searches, a self-kNN in 128-D, the D
+    # ladder around the CPU's DENSE_MIN_D = 24, and 3-D cases where cdist+topk's product beat our
+    # routed kernels on the H200 (few queries, large K: would the filter serve them?)
     cases = [(784, 20_000, 1152, 1), (784, 200_000, 1152, 1), (4096, 100_000, 384, 9),
              (16_000, 16_000, 128, 16), (1024, 16_000, 128, 128)]
     cases += [(4096, 16_000, D, 16) for D in (8, 16, 24, 32, 48, 64)]
-    print("| queries x points, D, K | filter ms | scan ms | scan / filter | cdist+topk ms | cdist / filter |")
+    cases += [(1024, 16_000, 3, 128), (1024, 16_000, 3, 32), (256, 100_000, 3, 64)]
+    print("filter: forced at every D; routed: knn_points without the filter (the scan in high D; the "
+          "tiles, the block select or the scan in 3-D)\n")
+    print("| queries x points, D, K | filter ms | routed ms | routed / filter | cdist+topk ms | cdist / filter |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     with m.value_checks(False):
         for Q, N, D, K in cases:
@@ -49,9 +58,9 @@ def main(small: bool) -> int:
             a, b = ours(q, p, K, True), ours(q, p, K, False)
             assert torch.equal(a.idx, b.idx) and torch.equal(a.dists, b.dists), (Q, N, D, K)
             t_filter = timer(lambda: ours(q, p, K, True))
-            t_scan = timer(lambda: ours(q, p, K, False))
+            t_routed = timer(lambda: ours(q, p, K, False))
             t_cdist = timer(lambda: torch.cdist(q, p).topk(K, dim=2, largest=False))
-            print(f"| {Q} x {N}, {D}, {K} | {t_filter:.3f} | {t_scan:.3f} | {t_scan / t_filter:.2f}x "
+            print(f"| {Q} x {N}, {D}, {K} | {t_filter:.3f} | {t_routed:.3f} | {t_routed / t_filter:.2f}x "
                   f"| {t_cdist:.3f} | {t_cdist / t_filter:.2f}x |", flush=True)
     return 0
 
