@@ -24,6 +24,7 @@
 #include "knn/knn.h"
 #include "knn/knn_select.h"
 #include "knn/knn_tiles.h"
+#include "knn/row_smallest.h"
 #include "knn/tiles_plan.h"
 #include "metrics/metrics.h"
 #include "normals/normals.h"
@@ -526,6 +527,15 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.def("knn_tiles", &knn_tiles, nogil);
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);
+  // The feature-space filter's CPU candidate step (ops/_knn_dense.py).
+  m.def("row_smallest", [](uintptr_t a, int64_t rows, int64_t n, int64_t k, int dtype, uintptr_t vals,
+                           uintptr_t idx) {
+    if (rows < 0 || k < 1 || k > n)
+      throw std::invalid_argument("row_smallest: needs rows >= 0 and 1 <= m <= n, got rows " +
+                                  std::to_string(rows) + ", n " + std::to_string(n) + ", m " + std::to_string(k));
+    m3ad::row_smallest(as_ptr<const void>(a), rows, n, k, m3ad::to_dtype(dtype), as_ptr<void>(vals),
+                       as_ptr<int64_t>(idx));
+  }, nogil);
   // ---- ball_query ----
   m.def("ball_query", &ball_query, nogil);
   // ---- coalesce (CPU) ----

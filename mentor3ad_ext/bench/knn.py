@@ -57,12 +57,14 @@ class KnnSize:
 
 
 # The sizes of the kNN issue, then a feature-space search: one image's 28 x 28 patch features
-# (1152 = Point-MAE's concatenated blocks) against a 20k-patch memory bank, nearest neighbour.
+# (1152 = Point-MAE's concatenated blocks) against a 20k-patch memory bank, nearest neighbour;
+# and a mid-dimensional one (16-D embeddings, where a tree still prunes a little).
 SIZES = [
     KnnSize(16_000, 1024, 128),
     KnnSize(100_000, 4096, 32),
     KnnSize(16_000, 16_000, 16),
     KnnSize(20_000, 784, 1, D=1152),
+    KnnSize(16_000, 4096, 16, D=16),
 ]
 
 
@@ -208,7 +210,11 @@ def knn_case(size: KnnSize, device: str, seed: int = 0) -> Case:
                           lambda out: _check_exact("untiled", out.dists[0], out.idx[0], data.ours, "ours"),
                           note="ablation: the CUDA kernels the 3-D path used before the sorted tiles "
                                "(one thread or warp per query over every point)"))
-    if not on_cuda and size.D > 3:  # trees do not help in feature space; faiss is the peer there
+    if not on_cuda and size.D > 3:  # trees help little in feature space; faiss is the peer there
+        if size.D <= 16:
+            impls.append(Impl("scipy cKDTree build + query", PEER, lambda: _prep_scipy(data, build=True),
+                              lambda out: _check_peer("scipy", out[0], out[1], data, squared=False),
+                              requires=("scipy",), note="workers=-1, float64; tree build included"))
         impls.append(Impl("faiss IndexFlatL2", PEER, lambda: _prep_faiss(data),
                           lambda out: _check_peer("faiss", out[0], out[1], data, squared=True),
                           requires=("faiss",), dist="faiss-cpu",

@@ -34,16 +34,29 @@ import os
 
 import torch
 
-from ._launch import host_kernels
+from ._launch import C, dtype_tag, host_kernels, ptr
 
 # Below, the scan is cheap per pair and the filter's memory-bound passes (writing the distance
-# block, topk) do not pay. On the 2-core EPYC with oneDNN's product, the filter against the scan
-# (1024 x 16k K = 10, 4096 x 4096 K = 16, 784 x 20k K = 1, queries x points): D = 8 1.32, 0.56,
-# 1.51x; D = 16 2.06, 0.86, 2.39x; D = 24 2.84, 1.17, 3.12x; D = 48 4.66, 2.00, 6.19x. Not
-# measured on a GPU, where the same rule routes the batched driver.
-DENSE_MIN_D = 24
-_CHUNK_ELEMS = 1 << 23  # approximate-distance and candidate blocks stay below ~32 MiB (float32)
+# block, selecting each row's smallest) do not pay. 2-core EPYC, oneDNN's product, cache-sized
+# blocks, the C++ row selection; the filter against the scan over 256 or 4096 queries x 4k, 16k
+# or 100k points, K = 1 or 16: D = 4 and 6 0.65-1.86x; D = 8 1.16-2.54x; D = 16 1.81-4.07x;
+# D = 128 5.7-12.7x. Not measured on a GPU, where the same rule routes the batched driver.
+DENSE_MIN_D = 8
+_CHUNK_ELEMS = 1 << 23  # candidate blocks (and distance blocks at large D) stay below ~32 MiB (float32)
+_CACHE_ELEMS = 1 << 21  # CPU distance blocks of ~8 MiB: topk reads them back from the cache
 _CUDA_CHUNK_ELEMS = 1 << 25  # ~128 MiB on a GPU: fewer, larger products and launches
+
+
+def _product_rows(device: torch.device, n_points: int, D: int) -> int:
+    """Query rows per product over n_points points. On the CPU a block that stays in the cache
+    makes topk's pass over it cheap, but every product packs all the points again, which at
+    large D costs more than the cache saves, so at least D / 2 rows (within _CHUNK_ELEMS).
+    2-core EPYC, ms with blocks of 2M / 8M elements: 4096 x 16k, K = 16: D = 16 65 / 140,
+    D = 64 89 / 166, D = 256 185 / 244; 1024 x 16k, K = 10: D = 16 15 / 16, D = 256 44 / 40;
+    784 x 20k, K = 1, D = 1152: 120 / 104 (4M: 116)."""
+    if device.type == "cuda":
+        return max(1, _CUDA_CHUNK_ELEMS // n_points)
+    return max(1, _CACHE_ELEMS // n_points, min(D // 2, _CHUNK_ELEMS // n_points))
 
 
 def _more(K: int) -> tuple[int, ...]:
@@ -115,6 +128,20 @@ def _approx(q: torch.Tensor, p: torch.Tensor, qn2: torch.Tensor, pn2: torch.Tens
     return torch.baddbmm(pn2[:, None, :] + qn2[..., None], q, p.transpose(1, 2), alpha=-2)
 
 
+def _smallest(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The m smallest entries of each row of a (r, n) block, ascending: (values, columns). On the
+    CPU kernels the C++ row selection (csrc/knn/row_smallest.h: one comparison per entry against
+    the current m-th value, 16 entries at a time; torch.topk cost ~0.6 ns per entry), else topk."""
+    if host_kernels(a) and a.dtype in (torch.float32, torch.float64):
+        a = a.contiguous()
+        vals = a.new_empty((a.shape[0], m))
+        cols = torch.empty((a.shape[0], m), dtype=torch.int64)
+        if a.shape[0]:
+            C().row_smallest(ptr(a), a.shape[0], a.shape[1], m, dtype_tag(a), ptr(vals), ptr(cols))
+        return vals, cols
+    return torch.topk(a, m, dim=-1, largest=False, sorted=True)
+
+
 class _Bound:
     """The settle threshold of steps 1-2 for queries with squared norms qn2 over points whose
     largest norm is pmax (float64 tensors broadcasting against each other)."""
@@ -169,7 +196,7 @@ def _cloud(dists, idx, q, p, K, scan) -> None:
     qn2 = torch.linalg.vector_norm(qg, dim=1).square()
     bound = _Bound(D, gd, q.dtype)
     pmax = pn2.max().double().clamp(min=0).sqrt()
-    rows = max(1, min(n1, _CHUNK_ELEMS // n2))
+    rows = min(n1, _product_rows(q.device, n2, D))
     pending = []  # rows the candidates did not settle
     for r0 in range(0, n1, rows):
         r1 = min(n1, r0 + rows)
@@ -179,7 +206,7 @@ def _cloud(dists, idx, q, p, K, scan) -> None:
         for M in _more(K):
             m = min(n2, K + M)
             rows_a = a if len(left) == r1 - r0 else a[left - r0]  # (a copy: only when rows are left)
-            vals, cand = torch.topk(rows_a, m, dim=1, largest=False, sorted=True)
+            vals, cand = _smallest(rows_a, m)
             thr = bound.threshold(vals[:, K - 1], E[left - r0])
             done = vals[:, m - 1].double() > thr if m < n2 else torch.ones(len(left), dtype=torch.bool)
             if done.any():
@@ -235,9 +262,8 @@ def _batched(dists, idx, p1, p2, lengths1, lengths2, K, scan) -> None:
     widths = sorted({min(P2, K + M) for M in _more(K)})
     m = widths[-1]
     unsettled = torch.zeros((B, P1), dtype=torch.bool, device=dev)
-    chunk = _CUDA_CHUNK_ELEMS if dev.type == "cuda" else _CHUNK_ELEMS
-    rows = max(1, min(P1, chunk // (B * P2)))  # the product's rows; its candidates' rows in steps
-    step = max(1, chunk // (B * m * D))
+    rows = min(P1, _product_rows(dev, B * P2, D))  # the product's rows; its candidates' in steps
+    step = max(1, (_CUDA_CHUNK_ELEMS if dev.type == "cuda" else _CHUNK_ELEMS) // (B * m * D))
     slot = torch.arange(m, device=dev)
     for r0 in range(0, P1, rows):
         r1 = min(P1, r0 + rows)
