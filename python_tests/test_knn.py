@@ -350,6 +350,39 @@ def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
             assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
 
 
+@pytest.mark.parametrize("driver", ["host", "batched"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_feature_space_rows_settle_at_different_prefixes(driver, device, monkeypatch):
+    # Neighbouring query rows whose candidate lists settle at different lengths: even rows have
+    # one clear nearest point (a few candidates settle them), odd rows sit at the centre of 8
+    # points whose distances differ by less than the filter's error bound, the nearest being the
+    # last of them by index (they need the longer list). Small blocks, so that ranking steps
+    # cut across rows of both kinds. Same answer as the scan, bit for bit.
+    from mentor3ad_ext.ops import _knn_dense
+
+    if device == "cuda" and driver == "host":
+        pytest.skip("the host driver serves the CPU kernels only")
+    for name in ("_CHUNK_ELEMS", "_CACHE_ELEMS", "_CUDA_CHUNK_ELEMS"):
+        monkeypatch.setattr(_knn_dense, name, 20_000)
+    g = torch.Generator().manual_seed(13)
+    D, rows = _knn_dense.DENSE_MIN_D + 16, 24
+    far = 100 + torch.randn(600, D, dtype=torch.float64, generator=g)
+    centres = 10 * torch.randn(rows, D, dtype=torch.float64, generator=g)
+    shells = []
+    for r in range(1, rows, 2):  # 8 points around an odd row, radii shrinking with the index
+        radii = 1 - 1e-13 * torch.arange(8, dtype=torch.float64)
+        shells.append(centres[r] + radii[:, None] * torch.eye(D, dtype=torch.float64)[:8])
+    singles = centres[0::2] + 0.3 * torch.randn(rows // 2, D, dtype=torch.float64, generator=g)
+    p2 = torch.cat([far, singles, *shells])[None].to(device)
+    p1 = centres[None].to(device)
+    with _dense_driver(driver):
+        got = m.knn_points(p1, p2, K=1)
+    d, i = _knn_scan(p1, p2, None, None, 1, 2, SELECT_NEVER)
+    assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d))
+    odd = i[0, 1::2, 0] - (600 + rows // 2)
+    assert ((odd % 8) == 7).all()  # the last of each shell is the nearest
+
+
 @settings(max_examples=25, deadline=None)
 @given(B=st.integers(1, 3), P1=st.integers(0, 30), P2=st.integers(0, 400), K=st.integers(1, 40),
        D=st.integers(8, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
