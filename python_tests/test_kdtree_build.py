@@ -9,10 +9,10 @@ import mentor3ad_ext as m
 from mentor3ad_ext import reference as R
 
 
-def _corners(n: int) -> torch.Tensor:
-    # 8 distinct positions (the unit cube's corners), each repeated n / 8 times, shuffled.
+def _corners(n: int, D: int = 3) -> torch.Tensor:
+    # 2^D distinct positions (the unit cube's corners), each repeated n / 2^D times, shuffled.
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 2, (1, n, 3), generator=g).float()
+    return torch.randint(0, 2, (1, n, D), generator=g).float()
 
 
 def _line(n: int, reverse: bool) -> torch.Tensor:
@@ -24,6 +24,7 @@ def _line(n: int, reverse: bool) -> torch.Tensor:
 
 CLOUDS = {
     "corners": lambda: _corners(200_000),
+    "corners_6d": lambda: _corners(100_000, 6),  # the kNN tree serves D <= 8 too
     "sorted_line": lambda: _line(200_000, False),
     "reversed_line": lambda: _line(200_000, True),
 }
@@ -37,7 +38,7 @@ def test_degenerate_clouds_match_reference(cloud):
     q = pts[:, ::2000] + 0.25  # 100 queries: the tree path (the cell grid takes >= 512)
     got, want = m.knn_points(q, pts, K=5), R.knn_points(q, pts, K=5)
     assert torch.equal(got.idx, want.idx) and torch.equal(got.dists, want.dists)
-    radius = 0.9 if cloud == "corners" else 3.0
+    radius = 0.9 if cloud.startswith("corners") else 3.0
     got_b, want_b = m.ball_query(q, pts, K=7, radius=radius), R.ball_query(q, pts, K=7, radius=radius)
     assert torch.equal(got_b[1], want_b[1])
 

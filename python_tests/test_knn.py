@@ -26,7 +26,7 @@ def _check(p1, p2, l1=None, l2=None, K=1, **kw):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("D", [1, 2, 3, 7])
+@pytest.mark.parametrize("D", [1, 2, 3, 5, 8, 9])  # the CPU's tree up to D = 8, then the scan/filter
 @pytest.mark.parametrize("K", [1, 4, 17, 40])
 def test_matches_reference(device, dtype, D, K):
     p1 = torch.randn(2, 150, D, dtype=dtype, device=device)
@@ -46,6 +46,33 @@ def test_ragged_empty_and_large_k(device, norm):
     assert (got.idx[2, :17, 5:] == -1).all() and (got.idx[2, :17, :5] >= 0).all()  # K > cloud
     assert (got.idx[3] == -1).all()  # empty reference cloud
     assert (got.knn[2, :, 5:] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("norm", [1, 2])
+@pytest.mark.parametrize("D", [4, 6, 8])
+def test_mid_dimensional_tree(device, dtype, norm, D):
+    # The CPU kNN searches a KD-tree up to D = 8 (csrc/knn/knn_cpu.cpp): a lattice repeated twice
+    # (ties everywhere, duplicates), a clustered cloud, ragged and empty clouds, K above the
+    # cloud; coordinates whose distances overflow and NaN points (value checks off) as the
+    # reference has them. Every row equals the reference, bit for bit.
+    g = torch.Generator().manual_seed(14)
+    lattice = torch.randint(0, 3, (700, D), generator=g).double()
+    lattice = torch.cat([lattice, lattice])[torch.randperm(1400, generator=g)]
+    blobs = torch.randn(6, D, generator=g, dtype=torch.float64)[torch.randint(0, 6, (1400,), generator=g)]
+    blobs = blobs + 1e-3 * torch.randn(1400, D, generator=g, dtype=torch.float64)
+    p2 = torch.stack([lattice, blobs, lattice]).to(device, dtype)
+    p1 = torch.stack([lattice[:90] + 0.5, blobs[::15][:90], lattice[:90]]).to(device, dtype)
+    l1, l2 = torch.tensor([90, 90, 0], device=device), torch.tensor([1400, 37, 1400], device=device)
+    for K in (1, 9, 40):
+        _check(p1, p2, l1, l2, K=K, norm=norm)
+    big = 2e38 if dtype == torch.float32 else 1e308
+    far = p2.clone()
+    far[0, ::4] = big
+    far[1, ::9, 0] = float("nan")
+    with m.value_checks(False):
+        _check(p1, far, l1, l2, K=12, norm=norm)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -255,7 +282,7 @@ def test_torch_compile():
 
 @settings(max_examples=30, deadline=None)
 @given(B=st.integers(0, 3), P1=st.integers(0, 40), P2=st.integers(0, 60), K=st.integers(1, 70),
-       D=st.integers(1, 4), seed=st.integers(0, 2**16))
+       D=st.integers(1, 10), seed=st.integers(0, 2**16))
 def test_property(B, P1, P2, K, D, seed):
     g = torch.Generator().manual_seed(seed)
     p1 = torch.randint(-2, 3, (B, P1, D), generator=g).float()
@@ -385,7 +412,7 @@ def test_feature_space_rows_settle_at_different_prefixes(driver, device, monkeyp
 
 @settings(max_examples=25, deadline=None)
 @given(B=st.integers(1, 3), P1=st.integers(0, 30), P2=st.integers(0, 400), K=st.integers(1, 40),
-       D=st.integers(8, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
+       D=st.integers(9, 80), spread=st.sampled_from([0, 1e-4, 1.0]), seed=st.integers(0, 2**16))
 def _property_feature_space(driver, B, P1, P2, K, D, spread, seed):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(B, 6, D, generator=g)

@@ -58,12 +58,14 @@ class KnnSize:
 
 # The sizes of the kNN issue, then a feature-space search: one image's 28 x 28 patch features
 # (1152 = Point-MAE's concatenated blocks) against a 20k-patch memory bank, nearest neighbour;
-# and a mid-dimensional one (16-D embeddings, where a tree still prunes a little).
+# and two mid-dimensional ones: 6-D (e.g. xyz + colour, our KD-tree) and 16-D embeddings (the
+# matrix-product filter; a tree still prunes a little there).
 SIZES = [
     KnnSize(16_000, 1024, 128),
     KnnSize(100_000, 4096, 32),
     KnnSize(16_000, 16_000, 16),
     KnnSize(20_000, 784, 1, D=1152),
+    KnnSize(100_000, 4096, 16, D=6),
     KnnSize(16_000, 4096, 16, D=16),
 ]
 

@@ -36,12 +36,13 @@ import torch
 
 from ._launch import C, dtype_tag, host_kernels, ptr
 
-# Below, the scan is cheap per pair and the filter's memory-bound passes (writing the distance
-# block, selecting each row's smallest) do not pay. 2-core EPYC, oneDNN's product, cache-sized
-# blocks, the C++ row selection; the filter against the scan over 256 or 4096 queries x 4k, 16k
-# or 100k points, K = 1 or 16: D = 4 and 6 0.65-1.86x; D = 8 1.16-2.54x; D = 16 1.81-4.07x;
-# D = 128 5.7-12.7x. Not measured on a GPU, where the same rule routes the batched driver.
-DENSE_MIN_D = 8
+# Below D = 9 the CPU kernels search a KD-tree (csrc/knn/knn_cpu.cpp), which beat the filter on
+# uniform points up to D = 8 (1.1-2.3x). Against the index-order scan, 2-core EPYC, oneDNN's
+# product, cache-sized blocks, the C++ row selection, over 256 or 4096 queries x 4k, 16k or 100k
+# points, K = 1 or 16, the filter took: D = 8 1.16-2.54x less time; D = 16 1.81-4.07x; D = 128
+# 5.7-12.7x. Not measured on a GPU, where the same rule routes the batched driver (and where
+# D = 4-8 still take the scan).
+DENSE_MIN_D = 9
 _CHUNK_ELEMS = 1 << 23  # candidate blocks (and distance blocks at large D) stay below ~32 MiB (float32)
 _CACHE_ELEMS = 1 << 21  # CPU distance blocks of ~8 MiB: topk reads them back from the cache
 _CUDA_CHUNK_ELEMS = 1 << 25  # ~128 MiB on a GPU: fewer, larger products and launches
