@@ -21,7 +21,7 @@ def _check(p1, p2, l1=None, l2=None, K=5, radius=0.3):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("D", [2, 3, 5])
+@pytest.mark.parametrize("D", [2, 3, 5, 8, 9])  # the CPU's tree up to D = 8, then the scan
 @pytest.mark.parametrize("K,radius", [(1, 0.5), (8, 0.3), (64, 0.6), (500, 0.2)])
 def test_matches_reference(device, dtype, D, K, radius):
     p1 = torch.rand(2, 100, D, dtype=dtype, device=device)
@@ -40,6 +40,20 @@ def test_few_queries_over_large_ragged_clouds(device, K):
     l2 = torch.tensor([1000, 19, 1000], device=device)
     got = _check(p1, p2, l1, l2, K=K, radius=0.35)
     assert (got.idx[2] == -1).all() and (got.idx[1, :, 19:] == -1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [4, 6, 8])
+def test_mid_dimensional_tree_ties_and_ragged(device, D):
+    # The CPU searches a KD-tree up to D = 8: a lattice repeated twice (points exactly on the
+    # radius are out, duplicates keep index order), ragged and empty clouds, K above the ball.
+    g = torch.Generator().manual_seed(15)
+    lattice = torch.randint(0, 3, (500, D), generator=g).float()
+    p2 = torch.stack([torch.cat([lattice, lattice]), torch.rand(1000, D, generator=g)]).to(device)
+    p1 = torch.stack([lattice[:60], torch.rand(60, D, generator=g)]).to(device)
+    l1, l2 = torch.tensor([60, 0], device=device), torch.tensor([1000, 1000], device=device)
+    for K, radius in ((5, 1.0), (40, 1.5), (300, 2.0)):
+        _check(p1, p2, l1, l2, K=K, radius=radius)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,7 +1,11 @@
-// CPU ball query. For D <= 3 a KD-tree search collects in-ball points but visits nodes in
+// CPU ball query. For D <= 8 a KD-tree search collects in-ball points but visits nodes in
 // ascending order of their smallest original index and skips a node once K in-ball points with
 // smaller indices are known: the K lowest indices come out without scanning the whole ball.
-// Higher D: the index-order scan with early exit (pytorch3d's algorithm).
+// Higher D: the index-order scan with early exit (pytorch3d's algorithm). At D = 4-8 (uniform
+// points, 100k x 4096 queries, K = 32, 2-core EPYC) the tree took 13.8-78 ms where balls hold
+// fewer than K points (the scan: 530-700 ms), and 1.05x (D = 6) to 2x (D = 8) the scan's time
+// where every ball is full early in index order (its early exit); the scan's worst case is the
+// whole cloud per query, the tree's is not.
 #include <algorithm>
 #include <memory>
 #include <queue>
@@ -127,6 +131,11 @@ void ball_query_cpu(const BallQueryParams& p) {
       case 1: run_tree<T, 1>(p, r2); break;
       case 2: run_tree<T, 2>(p, r2); break;
       case 3: run_tree<T, 3>(p, r2); break;
+      case 4: run_tree<T, 4>(p, r2); break;
+      case 5: run_tree<T, 5>(p, r2); break;
+      case 6: run_tree<T, 6>(p, r2); break;
+      case 7: run_tree<T, 7>(p, r2); break;
+      case 8: run_tree<T, 8>(p, r2); break;
       default: run_scan<T>(p, r2);
     }
     return 0;
