@@ -294,17 +294,29 @@ def test_property(B, P1, P2, K, D, seed):
 
 
 @contextlib.contextmanager
-def _dense_driver(driver):
+def _dense_driver(driver, device="cpu"):
     """Runs the feature-space filter through `driver`: "host" (the CPU kernels' per-cloud driver)
     or "batched" (the synchronisation-free driver of CUDA and the emulator, here on whichever
     kernels the tensors take)."""
     from mentor3ad_ext.ops import _knn_dense
 
-    host = m.ops._launch.host_kernels(torch.zeros(1))
+    host = device == "cpu" and m.ops._launch.host_kernels(torch.zeros(1))
     if driver == "host" and not host:
         pytest.skip("the host driver serves the CPU kernels only (under the emulator CPU tensors take CUDA's)")
     with mock.patch.object(_knn_dense, "host_kernels", lambda t: driver == "host"):
         yield
+
+
+def _shrink_filter_blocks(monkeypatch, elems):
+    from mentor3ad_ext.ops import _knn_dense
+
+    for name in ("_CHUNK_ELEMS", "_CACHE_ELEMS", "_CUDA_CHUNK_ELEMS"):
+        monkeypatch.setattr(_knn_dense, name, elems)
+
+
+def _assert_scan_answer(got, p1, p2, l1, l2, K):
+    d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
+    assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
 
 
 def _row_smallest(a, m_):
@@ -359,10 +371,7 @@ def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
     # in ragged clouds. Same answer as the scan, bit for bit.
     from mentor3ad_ext.ops import _knn_dense
 
-    if device == "cuda" and driver == "host":
-        pytest.skip("the host driver serves the CPU kernels only")
-    for name in ("_CHUNK_ELEMS", "_CACHE_ELEMS", "_CUDA_CHUNK_ELEMS"):
-        monkeypatch.setattr(_knn_dense, name, 25_000)
+    _shrink_filter_blocks(monkeypatch, 25_000)
     g = torch.Generator().manual_seed(11)
     B, P1, P2, D = 3, 70, 900, _knn_dense.DENSE_MIN_D + 16
     p1, p2 = torch.randn(B, P1, D, generator=g), torch.randn(B, P2, D, generator=g)
@@ -370,11 +379,9 @@ def test_feature_space_knn_in_small_chunks(driver, device, monkeypatch):
     p1[1, ::2] = 1e-6 * torch.randn(P1 // 2, D, generator=g)  # every other row: a shell around it
     p1, p2 = p1.to(device), p2.to(device)
     l1, l2 = torch.tensor([P1, 61, 40], device=device), torch.tensor([P2, 850, 700], device=device)
-    with _dense_driver(driver):
+    with _dense_driver(driver, device):
         for K in (1, 7):
-            got = m.knn_points(p1, p2, l1, l2, K=K)
-            d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
-            assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
+            _assert_scan_answer(m.knn_points(p1, p2, l1, l2, K=K), p1, p2, l1, l2, K)
 
 
 @pytest.mark.parametrize("driver", ["host", "batched"])
@@ -387,10 +394,7 @@ def test_feature_space_rows_settle_at_different_prefixes(driver, device, monkeyp
     # cut across rows of both kinds. Same answer as the scan, bit for bit.
     from mentor3ad_ext.ops import _knn_dense
 
-    if device == "cuda" and driver == "host":
-        pytest.skip("the host driver serves the CPU kernels only")
-    for name in ("_CHUNK_ELEMS", "_CACHE_ELEMS", "_CUDA_CHUNK_ELEMS"):
-        monkeypatch.setattr(_knn_dense, name, 20_000)
+    _shrink_filter_blocks(monkeypatch, 20_000)
     g = torch.Generator().manual_seed(13)
     D, rows = _knn_dense.DENSE_MIN_D + 16, 24
     far = 100 + torch.randn(600, D, dtype=torch.float64, generator=g)
@@ -402,11 +406,10 @@ def test_feature_space_rows_settle_at_different_prefixes(driver, device, monkeyp
     singles = centres[0::2] + 0.3 * torch.randn(rows // 2, D, dtype=torch.float64, generator=g)
     p2 = torch.cat([far, singles, *shells])[None].to(device)
     p1 = centres[None].to(device)
-    with _dense_driver(driver):
+    with _dense_driver(driver, device):
         got = m.knn_points(p1, p2, K=1)
-    d, i = _knn_scan(p1, p2, None, None, 1, 2, SELECT_NEVER)
-    assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d))
-    odd = i[0, 1::2, 0] - (600 + rows // 2)
+    _assert_scan_answer(got, p1, p2, None, None, 1)
+    odd = got.idx[0, 1::2, 0] - (600 + rows // 2)
     assert ((odd % 8) == 7).all()  # the last of each shell is the nearest
 
 
@@ -422,8 +425,7 @@ def _property_feature_space(driver, B, P1, P2, K, D, spread, seed):
     l2 = torch.randint(0, P2 + 1, (B,), generator=g)
     with _dense_driver(driver):
         got = m.knn_points(p1, p2, l1, l2, K=K)
-    d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
-    assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d))
+    _assert_scan_answer(got, p1, p2, l1, l2, K)
 
 
 @pytest.mark.parametrize("driver", ["host", "batched"])
@@ -652,8 +654,6 @@ def test_feature_space_knn_equals_the_scan(driver, device, dtype, data, monkeypa
     from mentor3ad_ext.ops import knn as knn_op
     from mentor3ad_ext.ops._knn_dense import DENSE_MIN_D
 
-    if device == "cuda" and driver == "host":
-        pytest.skip("the host driver serves the CPU kernels only")
     g = torch.Generator().manual_seed(4)
     B, P1, P2, D = 3, 70, 900, DENSE_MIN_D + 16
     if data == "gauss":
@@ -673,11 +673,9 @@ def test_feature_space_knn_equals_the_scan(driver, device, dtype, data, monkeypa
     monkeypatch.setattr(knn_op, "knn_dense_into", lambda *a: calls.append(1) or real(*a))
     # cloud 2 is short: the host driver scans it, the batched one lists all its points
     l1, l2 = torch.tensor([P1, 0, 33], device=device), torch.tensor([P2, P2, 150], device=device)
-    with _dense_driver(driver):
+    with _dense_driver(driver, device):
         for K in (1, 7, 40):
-            got = m.knn_points(p1, p2, l1, l2, K=K)
-            d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)
-            assert torch.equal(got.idx, i) and torch.equal(_bits(got.dists), _bits(d)), K
+            _assert_scan_answer(m.knn_points(p1, p2, l1, l2, K=K), p1, p2, l1, l2, K)
         assert len(calls) == 3
         prec = torch.get_float32_matmul_precision()
         try:
