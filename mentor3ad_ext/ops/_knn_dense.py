@@ -1,6 +1,6 @@
 """Exact kNN in feature space (squared L2, D >= DENSE_MIN_D): a matrix-product filter, then the kernel.
 
-The C++ kNN scans every point per query for D > 3 (index-order sums, no tree): exact, but a
+The C++ kNN scans every point per query for D > 8 (index-order sums, no tree): exact, but a
 784 x 20k search in 1152 dimensions took 4.3 s on the CPU where torch.cdist + topk (one matrix
 product) took 0.27 s with inexact distances. Here the matrix product only proposes candidates
 and the kernel decides, so the result is the scan's, bit for bit:
@@ -44,13 +44,13 @@ from ._launch import C, dtype_tag, host_kernels, ptr
 # D = 4-8 still take the scan).
 DENSE_MIN_D = 9
 _CHUNK_ELEMS = 1 << 23  # candidate blocks (and distance blocks at large D) stay below ~32 MiB (float32)
-_CACHE_ELEMS = 1 << 21  # CPU distance blocks of ~8 MiB: topk reads them back from the cache
+_CACHE_ELEMS = 1 << 21  # CPU distance blocks of ~8 MiB: the selection reads them back from the cache
 _CUDA_CHUNK_ELEMS = 1 << 25  # ~128 MiB on a GPU: fewer, larger products and launches
 
 
 def _product_rows(device: torch.device, n_points: int, D: int) -> int:
     """Query rows per product over n_points points. On the CPU a block that stays in the cache
-    makes topk's pass over it cheap, but every product packs all the points again, which at
+    makes the selection's pass over it cheap, but every product packs all the points again, which at
     large D costs more than the cache saves, so at least D / 2 rows (within _CHUNK_ELEMS).
     2-core EPYC, ms with blocks of 2M / 8M elements: 4096 x 16k, K = 16: D = 16 65 / 140,
     D = 64 89 / 166, D = 256 185 / 244; 1024 x 16k, K = 10: D = 16 15 / 16, D = 256 44 / 40;
