@@ -1,6 +1,6 @@
-// CPU ball query. For D <= 8 a KD-tree search collects in-ball points but visits nodes in
-// ascending order of their smallest original index and skips a node once K in-ball points with
-// smaller indices are known: the K lowest indices come out without scanning the whole ball.
+// CPU ball query. For D <= kTreeMaxDim = 8 a KD-tree search collects in-ball points but visits
+// nodes in ascending order of their smallest original index and skips a node once K in-ball
+// points with smaller indices are known: the K lowest indices come out without scanning the ball.
 // Higher D: the index-order scan with early exit (pytorch3d's algorithm). At D = 4-8 (uniform
 // points, 100k x 4096 queries, K = 32, 2-core EPYC) the tree took 13.8-78 ms where balls hold
 // fewer than K points (the scan: 530-700 ms), and 1.05x (D = 6) to 2x (D = 8) the scan's time
@@ -127,17 +127,7 @@ void ball_query_cpu(const BallQueryParams& p) {
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T r2 = static_cast<T>(p.radius2);
-    switch (p.D) {
-      case 1: run_tree<T, 1>(p, r2); break;
-      case 2: run_tree<T, 2>(p, r2); break;
-      case 3: run_tree<T, 3>(p, r2); break;
-      case 4: run_tree<T, 4>(p, r2); break;
-      case 5: run_tree<T, 5>(p, r2); break;
-      case 6: run_tree<T, 6>(p, r2); break;
-      case 7: run_tree<T, 7>(p, r2); break;
-      case 8: run_tree<T, 8>(p, r2); break;
-      default: run_scan<T>(p, r2);
-    }
+    if (!with_tree_dim(p.D, [&](auto dim) { run_tree<T, decltype(dim)::value>(p, r2); })) run_scan<T>(p, r2);
     return 0;
   });
 }

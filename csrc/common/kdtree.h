@@ -12,6 +12,7 @@
 #include <new>
 #include <numeric>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "common/launch.h"
@@ -269,6 +270,30 @@ std::vector<std::unique_ptr<KdTree<T, D>>> build_trees(const T* points, const in
       trees[b] = std::make_unique<KdTree<T, D>>(points + b * P * D, clamp_len(lengths, b, P), leaf_size);
   });
   return trees;
+}
+
+// The dimensions the kNN and ball-query tree searches are built for. On uniform points the kNN
+// tree beat the feature-space filter up to D = 8 and lost from D = 10 (csrc/knn/knn_cpu.cpp);
+// the ball query's tree beat its scan wherever balls hold fewer than K points
+// (csrc/ball_query/ball_query_cpu.cpp). Higher D scans.
+constexpr int kTreeMaxDim = 8;
+
+// Calls f(std::integral_constant<int, D>{}) and returns true for 1 <= D <= kTreeMaxDim; false
+// (f not called) otherwise.
+template <typename F>
+bool with_tree_dim(int64_t D, F&& f) {
+  static_assert(kTreeMaxDim == 8, "one case per dimension");
+  switch (D) {
+    case 1: f(std::integral_constant<int, 1>{}); return true;
+    case 2: f(std::integral_constant<int, 2>{}); return true;
+    case 3: f(std::integral_constant<int, 3>{}); return true;
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    case 5: f(std::integral_constant<int, 5>{}); return true;
+    case 6: f(std::integral_constant<int, 6>{}); return true;
+    case 7: f(std::integral_constant<int, 7>{}); return true;
+    case 8: f(std::integral_constant<int, 8>{}); return true;
+    default: return false;
+  }
 }
 
 }  // namespace m3ad

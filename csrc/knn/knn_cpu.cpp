@@ -1,8 +1,9 @@
-// CPU kNN: a KD-tree per cloud for D <= 8 (exact pruning, see common/kdtree.h), an index-order
-// scan for higher D (squared L2 from D = 9 goes through ops/_knn_dense.py's filter first). On
-// uniform points the tree beat that filter up to D = 8 (1.1-2.3x) and lost from D = 10 (2.5-5x
-// slower at D = 12-16), 2-core EPYC. Queries of all clouds run in parallel, each with a bounded
-// top-K. In 3-D, clouds with at least 512 queries go through a cell grid first (knn_grid.h), any K.
+// CPU kNN: a KD-tree per cloud for D <= kTreeMaxDim = 8 (exact pruning, see common/kdtree.h),
+// an index-order scan for higher D (squared L2 from D = 9 goes through ops/_knn_dense.py's filter
+// first). On uniform points the tree beat that filter up to D = 8 (1.1-2.3x) and lost from
+// D = 10 (2.5-5x slower at D = 12-16), 2-core EPYC. Queries of all clouds run in parallel, each
+// with a bounded top-K. In 3-D, clouds with at least 512 queries go through a cell grid first
+// (knn_grid.h), any K.
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -122,17 +123,7 @@ void run_tree(const KnnParams& p) {
 
 template <typename T, int kNorm>
 void run(const KnnParams& p) {
-  switch (p.D) {
-    case 1: return run_tree<T, 1, kNorm>(p);
-    case 2: return run_tree<T, 2, kNorm>(p);
-    case 3: return run_tree<T, 3, kNorm>(p);
-    case 4: return run_tree<T, 4, kNorm>(p);
-    case 5: return run_tree<T, 5, kNorm>(p);
-    case 6: return run_tree<T, 6, kNorm>(p);
-    case 7: return run_tree<T, 7, kNorm>(p);
-    case 8: return run_tree<T, 8, kNorm>(p);
-    default: return run_scan<T, kNorm>(p);
-  }
+  if (!with_tree_dim(p.D, [&](auto dim) { run_tree<T, decltype(dim)::value, kNorm>(p); })) run_scan<T, kNorm>(p);
 }
 
 }  // namespace
