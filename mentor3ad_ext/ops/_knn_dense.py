@@ -130,17 +130,16 @@ def _approx(q: torch.Tensor, p: torch.Tensor, qn2: torch.Tensor, pn2: torch.Tens
 
 
 def _smallest(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The m smallest entries of each row of a (r, n) block, ascending: (values, columns). On the
-    CPU kernels the C++ row selection (csrc/knn/row_smallest.h: one comparison per entry against
-    the current m-th value, 16 entries at a time; torch.topk cost ~0.6 ns per entry), else topk."""
-    if host_kernels(a) and a.dtype in (torch.float32, torch.float64):
-        a = a.contiguous()
-        vals = a.new_empty((a.shape[0], m))
-        cols = torch.empty((a.shape[0], m), dtype=torch.int64)
-        if a.shape[0]:
-            C().row_smallest(ptr(a), a.shape[0], a.shape[1], m, dtype_tag(a), ptr(vals), ptr(cols))
-        return vals, cols
-    return torch.topk(a, m, dim=-1, largest=False, sorted=True)
+    """The m smallest entries of each row of a (r, n) CPU block, ascending: (values, columns), by
+    the C++ row selection (csrc/knn/row_smallest.h: one comparison per entry against the current
+    m-th value, 16 entries at a time; torch.topk cost ~0.6 ns per entry). The host driver's step;
+    the batched one keeps torch.topk, on its device."""
+    a = a.contiguous()
+    vals = a.new_empty((a.shape[0], m))
+    cols = torch.empty((a.shape[0], m), dtype=torch.int64)
+    if a.shape[0]:
+        C().row_smallest(ptr(a), a.shape[0], a.shape[1], m, dtype_tag(a), ptr(vals), ptr(cols))
+    return vals, cols
 
 
 class _Bound:
