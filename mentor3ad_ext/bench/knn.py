@@ -212,31 +212,23 @@ def knn_case(size: KnnSize, device: str, seed: int = 0) -> Case:
                           lambda out: _check_exact("untiled", out.dists[0], out.idx[0], data.ours, "ours"),
                           note="ablation: the CUDA kernels the 3-D path used before the sorted tiles "
                                "(one thread or warp per query over every point)"))
-    if not on_cuda and size.D > 3:  # trees help little in feature space; faiss is the peer there
-        if size.D <= 16:
-            impls.append(Impl("scipy cKDTree build + query", PEER, lambda: _prep_scipy(data, build=True),
-                              lambda out: _check_peer("scipy", out[0], out[1], data, squared=False),
-                              requires=("scipy",), note="workers=-1, float64; tree build included"))
+    if not on_cuda:
+        scipy = lambda name, build, note: Impl(  # noqa: E731
+            name, PEER, lambda: _prep_scipy(data, build=build),
+            lambda out: _check_peer("scipy", out[0], out[1], data, squared=False), requires=("scipy",), note=note)
+        if size.D <= 16:  # beyond, trees prune little: faiss is the feature-space peer
+            impls.append(scipy("scipy cKDTree build + query", True, "workers=-1, float64; tree build included"))
+        if size.D <= 3:
+            impls.append(scipy("scipy cKDTree query only (prebuilt tree)", False, "workers=-1, float64; build excluded"))
         impls.append(Impl("faiss IndexFlatL2", PEER, lambda: _prep_faiss(data),
                           lambda out: _check_peer("faiss", out[0], out[1], data, squared=True),
                           requires=("faiss",), dist="faiss-cpu",
-                          note="exact brute force (BLAS distances), float32, add + search"))
-    elif not on_cuda:
-        impls += [
-            Impl("scipy cKDTree build + query", PEER, lambda: _prep_scipy(data, build=True),
-                 lambda out: _check_peer("scipy", out[0], out[1], data, squared=False),
-                 requires=("scipy",), note="workers=-1, float64; tree build included"),
-            Impl("scipy cKDTree query only (prebuilt tree)", PEER, lambda: _prep_scipy(data, build=False),
-                 lambda out: _check_peer("scipy", out[0], out[1], data, squared=False),
-                 requires=("scipy",), note="workers=-1, float64; build excluded"),
-            Impl("faiss IndexFlatL2", PEER, lambda: _prep_faiss(data),
-                 lambda out: _check_peer("faiss", out[0], out[1], data, squared=True),
-                 requires=("faiss",), dist="faiss-cpu",
-                 note="exact brute force, float32, add + search; ties may be ordered differently"),
-            Impl("open3d NearestNeighborSearch knn", PEER, lambda: _prep_open3d(data),
-                 lambda out: _check_peer("open3d", out[1], out[0], data, squared=True),
-                 requires=("open3d",), note="knn_index build + knn_search, float32"),
-        ]
+                          note="exact brute force (BLAS distances), float32, add + search; ties may be "
+                               "ordered differently"))
+        if size.D == 3:
+            impls.append(Impl("open3d NearestNeighborSearch knn", PEER, lambda: _prep_open3d(data),
+                              lambda out: _check_peer("open3d", out[1], out[0], data, squared=True),
+                              requires=("open3d",), note="knn_index build + knn_search, float32"))
     return Case("knn", size.name, device, dataclasses.asdict(size), impls, slow=size.slow, data=data)
 
 
