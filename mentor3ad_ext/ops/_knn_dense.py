@@ -40,9 +40,12 @@ from ._launch import C, dtype_tag, host_kernels, ptr
 # uniform points up to D = 8 (1.1-2.3x). Against the index-order scan, 2-core EPYC, oneDNN's
 # product, cache-sized blocks, the C++ row selection, over 256 or 4096 queries x 4k, 16k or 100k
 # points, K = 1 or 16, the filter took: D = 8 1.16-2.54x less time; D = 16 1.81-4.07x; D = 128
-# 5.7-12.7x. Not measured on a GPU, where the same rule routes the batched driver (and where
-# D = 4-8 still take the scan).
+# 5.7-12.7x.
 DENSE_MIN_D = 9
+# On CUDA the batched driver against the warp-per-query scan (H200, 4096 queries x 16k points,
+# K = 16, scripts/profile_knn_dense.py): D = 16 the scan took 0.73x the filter's time, D = 32 the
+# filter 0.38x the scan's (2.6x), D = 64 5.6x, D = 128-1152 11-74x. The ratio crosses 1 near D = 20.
+DENSE_MIN_D_CUDA = 20
 _CHUNK_ELEMS = 1 << 23  # candidate blocks (and distance blocks at large D) stay below ~32 MiB (float32)
 _CACHE_ELEMS = 1 << 21  # CPU distance blocks of ~8 MiB: the selection reads them back from the cache
 _CUDA_CHUNK_ELEMS = 1 << 25  # ~128 MiB on a GPU: fewer, larger products and launches
@@ -79,7 +82,8 @@ def dense_pays(p1: torch.Tensor, P2: int, K: int, norm: int) -> bool:
     """Whether the filter serves this call (squared L2, feature-sized D, points to spare).
     `M3AD_KNN_DENSE=0` turns it off (the plain scan), for measurements."""
     D = p1.shape[2]
-    return (norm == 2 and D >= DENSE_MIN_D and _points_to_spare(P2, K)
+    min_d = DENSE_MIN_D_CUDA if p1.device.type == "cuda" else DENSE_MIN_D
+    return (norm == 2 and D >= min_d and _points_to_spare(P2, K)
             and p1.dtype in (torch.float32, torch.float64) and os.environ.get("M3AD_KNN_DENSE", "1") != "0")
 
 
