@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from mentor3ad_ext.models.extractors import BackboneExtractor
+from mentor3ad_ext.models.extractors import BackboneExtractor, _on_device
 
 
 def _cells(x: torch.Tensor, cell: int) -> torch.Tensor:
@@ -34,9 +34,11 @@ class _PatchExtractor(BackboneExtractor):
         return {**super().identity(), "seed": 0}
 
     def extract_raw(self, batch):
+        # as the real extractors do: the batch (CPU, from the loader) to this extractor's device,
+        # the cacheable outputs back on the CPU
         self.calls += 1
-        grid = self.compute(batch)
-        return [{"grid": g.to(torch.float16)} for g in grid]
+        grid = self.compute(_on_device(batch, self.proj.device))
+        return [{"grid": g.to(torch.float16).cpu()} for g in grid]
 
     def raw_to_grid(self, raws, batch):
         return torch.stack([r["grid"] for r in raws]).float()
