@@ -46,6 +46,12 @@ build
 if [ -f gpu_peers/open3d.tar.xz ] && ! $PY -c "import open3d" 2>/dev/null; then
   mkdir -p /tmp/gpu_peers && tar xJf gpu_peers/open3d.tar.xz -C /tmp/gpu_peers
   export PYTHONPATH=$PYTHONPATH:/tmp/gpu_peers
+  # the packed system libraries this machine lacks (libGL on the H200 image), and only those
+  syslibs=/tmp/gpu_peers/open3d/_syslibs
+  for f in "$syslibs"/*; do
+    [ -e "$f" ] && ldconfig -p | grep -q "$(basename "$f") " && rm -f "$f"
+  done
+  [ -d "$syslibs" ] && export LD_LIBRARY_PATH=$syslibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   $PY -c "import open3d; print('open3d', open3d.__version__)" | tee "$OUT/open3d.txt"
 fi
 case "$stage" in
@@ -84,7 +90,8 @@ case "$stage" in
     # else running. A step cut by its time box shows exit 124 in summary.txt.
     S=${PHASE1_S:-170}
     mkdir -p "$OUT/logs"
-    (timeout $S $PY -m pytest ${TESTS:-python_tests} -q -p no:cacheprovider -k cuda -n 4 -rfE \
+    # -v: each result is logged as it lands, so a run cut by its time box still names its failures
+    (timeout $S $PY -m pytest ${TESTS:-python_tests} -v -p no:cacheprovider -k cuda -n 6 -rfE \
        > "$OUT/logs/tests.log" 2>&1; echo "tests: exit $?" >> "$OUT/summary.txt") &
     for t in ${MEMCHECK-fps knn ball_query scatter interpolate interpolate_grid projection normals fpfh metrics}; do
       (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 --log-file "$OUT/logs/memcheck_$t.log" \

@@ -37,6 +37,16 @@ for line in vis.read_text().splitlines():
         out.append(line)
 vis.write_text("\n".join(out) + "\n")
 EOF
+# The system libraries the pybind module links beyond glibc (the GPU image had no libGL.so.1 on
+# 2026-11-27), copied from this machine; gpu_check.sh drops the ones the GPU machine has.
+mkdir -p "$dst/_syslibs"
+for lib in $(ldd "$dst"/cpu/pybind.cpython-*.so | awk '$3 ~ /^\/(usr\/)?lib/ {print $3}'); do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libstdc++.so*|libgcc_s.so*) ;;
+    *) cp -L "$lib" "$dst/_syslibs/" ;;
+  esac
+done
+ls "$dst/_syslibs"
 mkdir -p "$repo/gpu_peers"
 tar cJf "$repo/gpu_peers/open3d.tar.xz" -C "$work/min" open3d
 ls -la "$repo/gpu_peers/open3d.tar.xz"
