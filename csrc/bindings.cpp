@@ -253,7 +253,7 @@ void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uin
 void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                uintptr_t idx, uintptr_t order1, uintptr_t order2, uintptr_t boxes, uintptr_t supers,
                uintptr_t home, int64_t B, int64_t P1, int64_t P2, int64_t K, int64_t tiles, int64_t super_tiles,
-               int norm, int list_mode, int dtype, int device, uintptr_t stream) {
+               int norm, int list_mode, double max_dist, int dtype, int device, uintptr_t stream) {
   auto p = pair_query<m3ad::KnnTilesParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
   p.norm = norm;
   p.order1 = as_ptr<const int64_t>(order1);
@@ -264,6 +264,7 @@ void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths
   p.supers = as_ptr<const void>(supers);
   p.super_tiles = super_tiles;
   p.list_mode = list_mode;
+  p.max_dist = max_dist;
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_tiles_cpu,
            M3AD_CUDA_FN(m3ad::knn_tiles_cuda));
 }

@@ -45,6 +45,37 @@ def test_matches_reference(device, dtype, radius):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
+    # With a radius, CUDA stops the neighbour search at it (ops.knn._knn_within on the sorted
+    # tiles) instead of finding all max_nn neighbours and reading the prefix inside the radius.
+    # Forced onto the tiles at this size (where a GPU or the emulator runs them), FPFH and the
+    # normals must equal, bit for bit, what the unbounded search gives: ragged clouds, balls
+    # holding fewer and more than max_nn points.
+    import importlib
+
+    from mentor3ad_ext.ops import knn as knn_op
+    fpfh_op = importlib.import_module("mentor3ad_ext.ops.fpfh")  # the package exports the function
+    from mentor3ad_ext.ops import normals as normals_op
+
+    monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
+    monkeypatch.setattr(knn_op, "TILES_MIN_POINTS", 0)
+    monkeypatch.setattr(knn_op, "_block_select_pays", lambda *size: False)
+    pts = torch.stack([wavy_surface(3000, 3), wavy_surface(3000, 4)]).to(device, dtype)
+    nrm = torch.stack([wavy_normals(pts[0].cpu().double()), wavy_normals(pts[1].cpu().double())]).to(device, dtype)
+    lengths = torch.tensor([3000, 2100], device=device)
+    bounded_f = m.fpfh(pts, nrm, lengths, radius=0.04, max_nn=40)
+    bounded_n = m.estimate_normals(pts, lengths, k=40, radius=0.03)
+    plain = normals_op.neighbourhoods
+    unbounded = lambda points, lengths, K, radius2=-1.0: plain(points, lengths, K)  # noqa: E731
+    monkeypatch.setattr(fpfh_op, "neighbourhoods", unbounded)
+    monkeypatch.setattr(normals_op, "neighbourhoods", unbounded)
+    assert torch.equal(m.fpfh(pts, nrm, lengths, radius=0.04, max_nn=40), bounded_f)
+    assert torch.equal(m.estimate_normals(pts, lengths, k=40, radius=0.03), bounded_n)
+    assert (bounded_f[0].abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_rotation_and_translation_invariance(device):
     pts, nrm = _cloud(400, 5)
     rot = random_rotation(7)

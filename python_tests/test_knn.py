@@ -147,6 +147,43 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monkeypatch):
+    # Normals and FPFH with a radius read each row's prefix at squared distance < radius^2; on CUDA
+    # the tiles search stops there (KnnTilesParams::max_dist, ops.knn._knn_within). Every list
+    # (registers, a thread's output row, a warp's) against the unbounded search cut after: bounds
+    # equal to lattice distances (the comparison is strict), below and beyond every distance;
+    # overflowed coordinates (infinite distances) never come in; ragged and empty clouds.
+    from mentor3ad_ext.ops import knn as knn_op
+    from mentor3ad_ext.ops.knn import _knn_tiles, _knn_within
+
+    monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
+    monkeypatch.setattr(knn_op, "_block_select_pays", lambda *size: False)
+    g = torch.Generator().manual_seed(5)
+    ax = torch.arange(14.0)
+    lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3).double()  # 2744 points
+    P2 = len(lattice)
+    far = lattice[torch.randperm(P2, generator=g)]
+    far[::97] = 1e20 if dtype == torch.float32 else 1e200  # squared distance overflows to +inf
+    p2 = torch.stack([lattice[torch.randperm(P2, generator=g)], torch.rand(P2, 3, generator=g, dtype=torch.float64) * 14, far])
+    q = torch.cat([lattice[:150] + 0.25, lattice[1000:1100], torch.rand(100, 3, generator=g) * 16 - 1])
+    p1, p2 = q.expand(3, -1, -1).to(device, dtype), p2.to(device, dtype)
+    l1 = torch.tensor([350, 290, 350], device=device)
+    l2 = torch.tensor([P2, P2 - 40, P2], device=device)
+    for K in (1, 16, 33, 100):
+        d_all, i_all = _knn_tiles(p1, p2, l1, l2, K, 2, 0)
+        for bound in (0.0, 0.1875, 1.0, 2.0, 5.5, 1e30):
+            inside = (d_all < torch.tensor(bound, dtype=dtype)) & (i_all >= 0)
+            want_d, want_i = torch.where(inside, d_all, 0), torch.where(inside, i_all, -1)
+            for mode in (0, 1, 2) if K > 32 else (0,):
+                d, i = _knn_tiles(p1, p2, l1, l2, K, 2, mode, bound)
+                assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound, mode)
+            d, i = _knn_within(p1, p2, l1, l2, K, bound)
+            assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound)
+        assert (want_i[:, 150:250, 0] >= 0).all()  # the queries on lattice points find themselves
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_sorted_tiles_many_queries_large_k(device):
     # >= 65536 queries with K > 32: one thread per query keeps its list in its output row
     # (knn_tiles_memory); ragged clouds, a lattice for ties.
@@ -272,6 +309,7 @@ def test_opcheck():
     p1, p2 = torch.randn(2, 16, 3, requires_grad=True), torch.randn(2, 20, 3, requires_grad=True)
     l = torch.tensor([16, 5]), torch.tensor([20, 7])
     torch.library.opcheck(torch.ops.mentor3ad.knn, (p1, p2, l[0], l[1], 4, 2))
+    torch.library.opcheck(torch.ops.mentor3ad.knn_within, (p1.detach(), p2.detach(), l[0], l[1], 4, 1.5))
 
 
 def test_torch_compile():

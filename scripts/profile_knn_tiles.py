@@ -6,6 +6,7 @@ csrc/knn/knn_select.h); the block select's answer is checked against the scan's 
 
     python scripts/profile_knn_tiles.py      # on a machine with a CUDA GPU
 """
+import math
 import sys
 
 import torch
@@ -37,7 +38,7 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0):
     dev, stream = device_args(p1s)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
                   ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2, list_mode,
-                  dtype_tag(p1s), dev, stream)
+                  math.inf, dtype_tag(p1s), dev, stream)
 
 
 def main():

@@ -40,6 +40,12 @@ struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D
   // K > 32 on CUDA: 0 picks by size; 1: a thread per query keeps its list; 2: a warp per query.
   // For measurements and tests (the CPU twin has one way).
   int list_mode = 0;
+  // A bounded search: only neighbours at distance < max_dist (compared as T), i.e. the prefix of
+  // the K-nearest list below it, -1 padded. open3d's hybrid neighbourhoods (normals and FPFH
+  // with a radius) keep only that prefix; bounding the search spares the walk every tile beyond
+  // the radius and the lists every insertion there. +inf: the plain kNN.
+  double max_dist = INFINITY;
+  M3AD_HD bool bounded() const { return max_dist < INFINITY; }
 };
 
 void knn_tiles_cpu(const KnnTilesParams& p);
@@ -64,17 +70,19 @@ M3AD_HD T box_bound(const T* box, const T* q, int norm) {
   return d + norm_term(g[2], norm);
 }
 
-// A sorted top-K list in memory (the output row itself), any K.
+// A sorted top-K list in memory (the output row itself), any K, of distances < bound.
 template <typename T>
 struct NnMemList {
   T* d;
   int64_t* i;
   int64_t K;
+  T bound;
   int64_t count = 0;
-  M3AD_HD NnMemList(T* dists, int64_t* idx, int64_t k) : d(dists), i(idx), K(k) {}
-  M3AD_HD T worst() const { return count < K ? T(INFINITY) : d[K - 1]; }
+  M3AD_HD NnMemList(T* dists, int64_t* idx, int64_t k, T max_dist = T(INFINITY))
+      : d(dists), i(idx), K(k), bound(max_dist) {}
+  M3AD_HD T worst() const { return count < K ? bound : d[K - 1]; }
   M3AD_HD void insert(T dist, int64_t idx) {
-    if (count < K ? !(dist < T(INFINITY)) : !nn_before(dist, idx, d[K - 1], i[K - 1])) return;
+    if (count < K ? !(dist < bound) : !nn_before(dist, idx, d[K - 1], i[K - 1])) return;
     int64_t s = count < K ? count++ : K - 1;
     for (; s > 0 && nn_before(dist, idx, d[s - 1], i[s - 1]); --s) {
       d[s] = d[s - 1];

@@ -14,11 +14,11 @@ void knn_tiles_cpu(const KnnTilesParams& p) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / p.P1, qs = r % p.P1;
         const int64_t out = b * p.P1 + p.order1[r];
-        NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K);
+        NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K, static_cast<T>(p.max_dist));
         if (qs < clamp_len(p.lengths1, b, p.P1)) {
           tiles_search<T>(p, b, qs, list);
           const TilesCloud<T> c(p, b);
-          if (may_miss_overflowed(list.count, p.K, c.n2))
+          if (!p.bounded() && may_miss_overflowed(list.count, p.K, c.n2))  // +inf is out of any bound
             list.count = append_overflowed<T, 3>(c.pts, c.order2, c.n2, 3, static_cast<const T*>(p.p1) + r * 3,
                                                  p.norm, list.d, list.i, list.count, p.K);
         }

@@ -22,17 +22,18 @@ namespace {
 
 constexpr int kThreads = 128;
 
+// Empty slots hold (bound, -1): an entry is taken only strictly below the bound (+inf unbounded).
 template <typename T, int KB>
 struct NnRegList {
   T dk[KB];
   int64_t ik[KB];
   int K;
-  T wd = T(INFINITY);  // the K-th entry (INFINITY, -1 while the list is short)
+  T wd;  // the K-th entry (bound, -1 while the list is short)
   int64_t wi = -1;
-  __device__ explicit NnRegList(int k) : K(k) {
+  __device__ NnRegList(int k, T bound) : K(k), wd(bound) {
 #pragma unroll
     for (int s = 0; s < KB; ++s) {
-      dk[s] = T(INFINITY);
+      dk[s] = bound;
       ik[s] = -1;
     }
   }
@@ -98,7 +99,7 @@ template <typename T, int KB>
 __global__ void knn_tiles_registers(KnnTilesParams p) {
   WarpRows w;
   if (!warp_rows(p, w)) return;
-  NnRegList<T, KB> list(static_cast<int>(p.K));
+  NnRegList<T, KB> list(static_cast<int>(p.K), static_cast<T>(p.max_dist));
   warp_search<T>(p, w, list);
   if (w.qs >= p.P1) return;
   const int64_t out = w.b * p.P1 + p.order1[w.b * p.P1 + w.qs];
@@ -121,7 +122,7 @@ __global__ void knn_tiles_memory(KnnTilesParams p) {
   if (!warp_rows(p, w)) return;
   const bool has_row = w.qs < p.P1;
   const int64_t out = has_row ? w.b * p.P1 + p.order1[w.b * p.P1 + w.qs] : 0;
-  NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K);
+  NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K, static_cast<T>(p.max_dist));
   warp_search<T>(p, w, list);
   if (has_row) list.finish();
 }
@@ -138,7 +139,7 @@ __global__ void knn_tiles_warp_list(KnnTilesParams p) {
   T* dk = static_cast<T*>(p.dists) + out * p.K;
   int64_t* ik = p.idx + out * p.K;
   int64_t count = 0;  // the same in every lane
-  T wd = T(INFINITY);  // the K-th entry (INFINITY, -1 while the list is short)
+  T wd = static_cast<T>(p.max_dist);  // the K-th entry (the bound, -1 while the list is short)
   int64_t wi = -1;
   const TilesCloud<T> c(p, b);
   const int64_t n2 = c.n2;
@@ -193,7 +194,7 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
     return 0;
   });
   M3AD_CHECK_LAUNCH("knn (sorted tiles)");
-  knn_fill_overflowed_cuda(p, p.order1, p.order2, dev);
+  if (!p.bounded()) knn_fill_overflowed_cuda(p, p.order1, p.order2, dev);  // +inf is out of any bound
 }
 
 }  // namespace m3ad

@@ -38,7 +38,7 @@ def _(points, normals, idx, dists, query_index, radius2):
 
 
 def _compute(points, normals, lengths, radius, max_nn):
-    idx, dists, order = neighbourhoods(points, lengths, max_nn)
+    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius))
     return _fpfh(points, normals, idx, dists, order, _radius2(radius))
 
 

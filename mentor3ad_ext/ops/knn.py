@@ -1,6 +1,7 @@
 """k nearest neighbours (pytorch3d-compatible `knn_points` / `knn_gather`)."""
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from typing import Optional
 
@@ -46,10 +47,12 @@ def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
     return K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES
 
 
-def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, list_mode: int = 0) -> None:
+def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, list_mode: int = 0,
+                    max_dist: float = math.inf) -> None:
     """The sorted-tiles plan (all on the inputs' device, no synchronisation) and its kernel; fills
     dists/idx in the queries' own rows and with the points' own indices. `list_mode` (CUDA, K > 32):
-    0 by size, 1 a thread per query, 2 a warp per query."""
+    0 by size, 1 a thread per query, 2 a warp per query. A finite `max_dist` bounds the search:
+    only the neighbours at distance < max_dist (compared in p1's dtype), -1 padded."""
     B, P1, _ = p1.shape
     P2 = p2.shape[1]
     frame = morton_frame(p2, lengths2)
@@ -61,7 +64,7 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, l
     dev, stream = device_args(p1)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
                   ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, P2, K, boxes.shape[1], supers.shape[1],
-                  norm, list_mode, dtype_tag(p1), dev, stream)
+                  norm, list_mode, max_dist, dtype_tag(p1), dev, stream)
 
 
 def _outputs(p1, K: int):
@@ -71,12 +74,12 @@ def _outputs(p1, K: int):
             torch.empty((B, P1, K), dtype=torch.int64, device=p1.device))
 
 
-def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int = 0):
+def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int = 0, max_dist: float = math.inf):
     """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests
     and measurements."""
     dists, idx = _outputs(p1, K)
     if dists.numel():
-        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode)
+        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode, max_dist)
     return dists, idx
 
 
@@ -116,6 +119,33 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
 
 @_knn.register_fake
 def _(p1, p2, lengths1, lengths2, K, norm):
+    B, P1, _ = p1.shape
+    return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
+
+
+@torch.library.custom_op("mentor3ad::knn_within", mutates_args=())
+def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
+                K: int, max_dist: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the K nearest (squared L2), those at distance < max_dist (compared in p1's dtype), -1
+    padded (distance 0): open3d's hybrid neighbourhoods, for normals and FPFH with a radius. Where
+    the sorted tiles serve, the bound prunes the search itself (no tile beyond it is scanned, no
+    list takes a point beyond it; FPFH's 100k x 100k search with max_nn = 100 keeps ~50); else the
+    plain kNN, cut after. The same rows either way (the tests check it)."""
+    B, P1, D = p1.shape
+    P2 = p2.shape[1]
+    dists, idx = _outputs(p1, K)
+    if not dists.numel():
+        return dists, idx
+    if D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
+        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist=max_dist)
+        return dists, idx
+    dists, idx = _knn(p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, 2)
+    inside = dists < torch.tensor(max_dist, dtype=dists.dtype)
+    return torch.where(inside, dists, 0), torch.where(inside, idx, -1)
+
+
+@_knn_within.register_fake
+def _(p1, p2, lengths1, lengths2, K, max_dist):
     B, P1, _ = p1.shape
     return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
 

@@ -14,7 +14,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn
+from .knn import _knn, _knn_within
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -88,11 +88,16 @@ def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
     return orient == "viewpoint", vp
 
 
-def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int):
-    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order."""
+def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0):
+    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order.
+    With radius2 >= 0 the kernels read only each row's prefix at squared distance < radius2; on
+    CUDA the search stops there too (`_knn_within`), on the CPU the rows run on to K."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
-    dists, idx = _knn(queries, points, lengths, lengths, K, 2)
+    if radius2 >= 0 and not host_kernels(points):
+        dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
+    else:
+        dists, idx = _knn(queries, points, lengths, lengths, K, 2)
     return idx, dists, order
 
 
@@ -103,7 +108,7 @@ def _radius2(radius: Optional[float]) -> float:
 def _estimate(points, lengths, k, radius, orient, viewpoint):
     if host_kernels(points):
         return _normals_search(points.contiguous(), lengths.contiguous(), k, _radius2(radius), orient, viewpoint)
-    idx, dists, order = neighbourhoods(points, lengths, k)
+    idx, dists, order = neighbourhoods(points, lengths, k, _radius2(radius))
     return _normals(points, idx, dists, order, _radius2(radius), orient, viewpoint)
 
 
