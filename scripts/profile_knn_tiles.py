@@ -32,13 +32,13 @@ def plan(p1, p2, l1, l2):
     return p1s, p2s, order1, order2, boxes, supers, home
 
 
-def kernel(pl, l1, l2, d, i, K, list_mode=0):
+def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
     p1s, p2s, order1, order2, boxes, supers, home = pl
     B, P1, _ = p1s.shape
     dev, stream = device_args(p1s)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
                   ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2, list_mode,
-                  math.inf, dtype_tag(p1s), dev, stream)
+                  max_dist, dtype_tag(p1s), dev, stream)
 
 
 def main():
@@ -48,9 +48,11 @@ def main():
     cases = [(100_000, 100_000, 100), (100_000, 100_000, 30), (16_000, 1024, 128), (100_000, 4096, 100),
              (16_000, 256, 512), (16_000, 1024, 1000), (100_000, 1024, 64), (100_000, 4096, 32),
              (16_000, 16_000, 16), (1_000_000, 100_000, 16)]
-    print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists | index-order scan "
-          "| block select | cdist+topk |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # bounded: the kernel stopped at the median distance of the (K/2)-th neighbour, as normals and
+    # FPFH with a radius holding ~K/2 points search (KnnTilesParams::max_dist)
+    print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists "
+          "| kernel, bounded | index-order scan | block select | cdist+topk |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for N, Q, K in cases:
         p2 = torch.rand(1, N, 3, device="cuda")
         p1 = p2[:, :Q].clone() if Q == N else torch.rand(1, Q, 3, device="cuda")
@@ -66,6 +68,9 @@ def main():
             # K > 32: the two list keepers, whichever the size picks (K <= 32 always uses registers)
             t_thread = timed(lambda: kernel(pl, l1, l2, d, i, K, 1), reps=5) if K > 32 else float("nan")
             t_warp = timed(lambda: kernel(pl, l1, l2, d, i, K, 2), reps=5) if K > 32 else float("nan")
+            kernel(pl, l1, l2, d, i, K)
+            bound = float(d[..., K // 2].median())
+            t_bounded = timed(lambda: kernel(pl, l1, l2, d, i, K, 0, bound))
             scan_out = knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_NEVER)
             scan = timed(lambda: knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_NEVER), reps=3)
             t_select = float("nan")
@@ -75,7 +80,7 @@ def main():
                 t_select = timed(lambda: knn_op._knn_scan(p1, p2, l1, l2, K, 2, knn_op.SELECT_ALWAYS), reps=5)
         cd = timed(lambda: torch.cdist(p1, p2).topk(K, dim=-1, largest=False), reps=3) if Q * N <= 2e9 else float("nan")
         print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {t_thread:.3f} | {t_warp:.3f} "
-              f"| {scan:.3f} | {t_select:.3f} | {cd:.3f} |", flush=True)
+              f"| {t_bounded:.3f} | {scan:.3f} | {t_select:.3f} | {cd:.3f} |", flush=True)
     p2 = torch.rand(1, 16_000, 3, device="cuda")
     l = torch.tensor([16_000], device="cuda")
     with m.value_checks(False), torch.profiler.profile(
