@@ -250,6 +250,12 @@ void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uin
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
 }
 
+void knn_within(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
+                uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t K, double max_dist, int dtype) {
+  auto p = pair_query<m3ad::KnnParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
+  m3ad::knn_within_cpu(p, max_dist);
+}
+
 void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                uintptr_t idx, uintptr_t order1, uintptr_t order2, uintptr_t boxes, uintptr_t supers,
                uintptr_t home, int64_t B, int64_t P1, int64_t P2, int64_t K, int64_t tiles, int64_t super_tiles,
@@ -526,6 +532,7 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   // The CUDA kNN's block-select rule, for the adapter's choice against the sorted tiles.
   m.def("knn_block_select_pays", &m3ad::knn_block_select_pays);
   m.def("knn_tiles", &knn_tiles, nogil);
+  m.def("knn_within", &knn_within, nogil);  // CPU
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);
   // The feature-space filter's CPU candidate step (ops/_knn_dense.py).

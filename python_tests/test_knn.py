@@ -166,9 +166,11 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
     far = lattice[torch.randperm(P2, generator=g)]
     far[::97] = 1e20 if dtype == torch.float32 else 1e200  # squared distance overflows to +inf
     p2 = torch.stack([lattice[torch.randperm(P2, generator=g)], torch.rand(P2, 3, generator=g, dtype=torch.float64) * 14, far])
-    q = torch.cat([lattice[:150] + 0.25, lattice[1000:1100], torch.rand(100, 3, generator=g) * 16 - 1])
+    # >= 512 queries: the CPU's bounded search takes its cell grid (a tree per query below that,
+    # and for the overflowed cloud, which the grid cannot cover)
+    q = torch.cat([lattice[:300] + 0.25, lattice[1000:1200], torch.rand(200, 3, generator=g, dtype=torch.float64) * 16 - 1])
     p1, p2 = q.expand(3, -1, -1).to(device, dtype), p2.to(device, dtype)
-    l1 = torch.tensor([350, 290, 350], device=device)
+    l1 = torch.tensor([700, 450, 700], device=device)
     l2 = torch.tensor([P2, P2 - 40, P2], device=device)
     for K in (1, 16, 33, 100):
         d_all, i_all = _knn_tiles(p1, p2, l1, l2, K, 2, 0)
@@ -180,7 +182,7 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
                 assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound, mode)
             d, i = _knn_within(p1, p2, l1, l2, K, bound)
             assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound)
-        assert (want_i[:, 150:250, 0] >= 0).all()  # the queries on lattice points find themselves
+        assert (want_i[:, 300:450, 0] >= 0).all()  # the queries on lattice points find themselves
 
 
 @pytest.mark.parametrize("device", DEVICES)

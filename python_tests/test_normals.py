@@ -177,11 +177,12 @@ def _two_step(pts, lengths, k, radius, viewpoint):
 
 
 # On the CPU, estimate_normals searches the neighbourhoods inside its kernel (cell grid for
-# clouds of >= 2048 points, else the KD-tree; a heap beyond k = 48) and must give exactly the
-# bits of the two-step path, on every search path.
+# clouds of >= 2048 points, else the KD-tree; a heap beyond k = 48; with a radius the search
+# stops at it) and must give exactly the bits of the two-step path (unbounded), on every path.
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("n,k,radius", [(3000, 30, None), (3000, 30, 0.03), (3000, 64, None),
-                                        (600, 12, None), (2500, 3000, None)])
+                                        (3000, 64, 0.03), (600, 12, None), (600, 12, 0.05),
+                                        (2500, 3000, None)])
 def test_cpu_search_kernel_equals_knn_then_pca(dtype, n, k, radius):
     pts = torch.stack([wavy_surface(n, seed=3), wavy_surface(n, seed=4)]).to(dtype)
     pts[1, 5] = pts[1, 6]  # a duplicate point

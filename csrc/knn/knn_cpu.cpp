@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "common/kdtree.h"
@@ -64,15 +65,16 @@ std::vector<int64_t> morton_order(const T* q, int64_t n) {
   return order;
 }
 
+// A finite `bound`: only the neighbours at distance < bound (knn_within_cpu).
 template <typename T, int D, int kNorm, typename Best>
-void run_tree(const KnnParams& p) {
+void run_tree(const KnnParams& p, T bound) {
   const auto trees = build_trees<T, D>(static_cast<const T*>(p.p2), p.lengths2, p.B, p.P2, kKnnLeaf);
   const T* p1 = static_cast<const T*>(p.p1);
   T* dists = static_cast<T*>(p.dists);
   // Clouds with many queries go through the cell grid; their valid rows are then written.
   std::vector<char> gridded(static_cast<size_t>(p.B), 0);
   if constexpr (D == 3)
-    for (int64_t b = 0; b < p.B; ++b) gridded[b] = knn_grid_cloud<T, kNorm>(p, b, *trees[b]);
+    for (int64_t b = 0; b < p.B; ++b) gridded[b] = knn_grid_cloud<T, kNorm>(p, b, *trees[b], bound);
   std::vector<std::vector<int64_t>> orders(p.B);
   parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
@@ -88,7 +90,7 @@ void run_tree(const KnnParams& p) {
       if (valid && gridded[b]) continue;
       heap.clear();
       if (valid && !trees[b]->empty())
-        tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap);
+        tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap, strictly_below(bound));
       heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
     }
   });
@@ -116,9 +118,9 @@ void run_scan(const KnnParams& p) {
 }
 
 template <typename T, int D, int kNorm>
-void run_tree(const KnnParams& p) {
-  if (p.K <= kSortedMaxK) run_tree<T, D, kNorm, SortedTopK<T>>(p);
-  else run_tree<T, D, kNorm, TopK<T>>(p);
+void run_tree(const KnnParams& p, T bound = std::numeric_limits<T>::infinity()) {
+  if (p.K <= kSortedMaxK) run_tree<T, D, kNorm, SortedTopK<T>>(p, bound);
+  else run_tree<T, D, kNorm, TopK<T>>(p, bound);
 }
 
 template <typename T, int kNorm>
@@ -127,6 +129,16 @@ void run(const KnnParams& p) {
 }
 
 }  // namespace
+
+void knn_within_cpu(const KnnParams& p, double max_dist) {
+  if (p.D != 3 || p.norm != 2) throw std::invalid_argument("knn_within_cpu: 3-D points, squared L2 only");
+  if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
+  dispatch_float(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    run_tree<T, 3, 2>(p, static_cast<T>(max_dist));
+    return 0;
+  });
+}
 
 void knn_cpu(const KnnParams& p) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;

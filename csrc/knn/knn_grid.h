@@ -126,22 +126,30 @@ void bucket_sort_smallest(SelectScratch<T>& s, int64_t n, int64_t K, T range) {
   }
 }
 
-// The K nearest candidates of the block, sorted, into s.sorted[0, K); returns the K-th
-// distance. All distances are computed straight through (no insertion-sorted top-K that
-// shifts for every accepted candidate), then bucket_sort_smallest.
+// The K nearest candidates of the block, sorted, into s.sorted[0, m); returns m: K, or with a
+// finite `bound` (only candidates at distance < bound) possibly fewer. All distances are
+// computed straight through (no insertion-sorted top-K that shifts for every accepted
+// candidate), then bucket_sort_smallest.
 // `guess` (a neighbouring query's K-th distance, scaled up; +inf for none) pre-filters the
 // candidates without branches, so that usually ~1.5 K keys are sorted instead of all; when
 // fewer than K pass, all candidates are taken. Either way the result is exact.
 template <typename T, int kNorm>
-T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs, int nr, const T* qq,
-               int64_t K, T guess, SelectScratch<T>& s) {
+int64_t select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs, int nr, const T* qq,
+                     int64_t K, T guess, T bound, SelectScratch<T>& s) {
   using Key = CandidateKey<T>;
   const T *gx = grid.x(), *gy = grid.y(), *gz = grid.z();
   const int64_t* gi = grid.index();
   typename Key::type* keys = s.keys.data();
-  for (bool all = !(guess < std::numeric_limits<T>::infinity());; all = true) {
+  const bool bounded = bound < std::numeric_limits<T>::infinity();
+  // a guess at or past the bound filters nothing the bound does not: one pass over all
+  for (bool all = !(guess < std::numeric_limits<T>::infinity()) || (bounded && !(guess < bound));; all = true) {
     int64_t n = 0;
     T hi = 0;
+    // One comparison per candidate, as unbounded (two cost a 100k-point search 35 %: the loop no
+    // longer vectorised). `take_all`, not a +inf limit: NaN (value checks off) must count there.
+    const bool take_all = all && !bounded;
+    const T below = strictly_below(bound);
+    const T limit = !bounded ? guess : (all || below < guess ? below : guess);
     for (int k = 0; k < nr; ++k)
       for (int64_t j = runs[k].begin; j < runs[k].end; ++j) {
         // sqdist's operations, in its order (x, then y, then z): identical values to the tree.
@@ -149,11 +157,12 @@ T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs,
                     axis_term<T, kNorm>(gz[j] - qq[2]);
         keys[n] = Key::make(d, gi[j]);
         hi = d > hi ? d : hi;
-        n += all || d <= guess;  // `all`, not a +inf guess: NaN (value checks off) must count
+        n += take_all || d <= limit;
       }
-    if (n >= K || all) {  // all: n is the block's size, >= K (the caller checked)
-      bucket_sort_smallest<T>(s, n, K, all ? hi : guess);
-      return Key::distance(s.sorted[K - 1]);
+    if (n >= K || all) {  // all: n is every candidate below the bound (>= K unbounded: the caller checked)
+      const int64_t m = n < K ? n : K;
+      bucket_sort_smallest<T>(s, n, m, all ? (bounded && bound < hi ? bound : hi) : guess);
+      return m;
     }
   }
 }
@@ -163,11 +172,15 @@ T select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run* runs,
 // the call returns) from the worker threads, each query exactly once. Returns false, having
 // called nothing, when the grid does not apply (too few queries or points, K > n2, a cloud
 // the grid cannot cover); the caller then searches the tree itself.
+// A finite `bound` (squared L2) keeps only the neighbours at distance < bound, (0, -1) padded:
+// cells of at most its side then hold every such neighbour of a query in its 3 x 3 x 3 block.
 template <typename T, int kNorm, typename Sink>
 bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, const KdTree<T, 3>& tree,
-                   const Sink& sink) {
+                   const Sink& sink, T bound = std::numeric_limits<T>::infinity()) {
+  const bool bounded = bound < std::numeric_limits<T>::infinity();
   if (n1 < kGridMinQueries || n2 < kGridMinPoints || tree.empty()) return false;
   double h = grid_cell_side<T, kNorm>(tree, q, n1, K);
+  if (bounded) h = std::min(h, kNorm == 2 ? std::sqrt(static_cast<double>(bound)) : static_cast<double>(bound));
   if (!(h > 0) || !std::isfinite(h)) return false;
   const double sampled_side = h;
   // Memory stays O(N) (at most ~100 bytes per point): a grid too fine for the cloud's extent
@@ -214,7 +227,7 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
       const int64_t c = busy[ci];
       int64_t total = 0;
       const int nr = grid.block_runs(c, runs, &total);
-      const bool usable = total >= K && total <= max_candidates;
+      const bool usable = (bounded || total >= K) && total <= max_candidates;
       T guess = first_guess;
       for (int64_t s = qstart[c]; s < qstart[c + 1]; ++s) {
         const int64_t i = qorder[s];
@@ -222,18 +235,24 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
         bool proven = false;
         // The block's K-th distance bounds the true one (they are K real points): it prunes
         // the tree search of a query the grid could not prove.
+        // Bounded, every point outside the block at or beyond the bound proves the block too.
         T kth = std::numeric_limits<T>::infinity();
+        int64_t m = 0;
         if (usable) {
-          kth = select_block<T, kNorm>(grid, runs, nr, qq, K, guess, scratch);
-          guess = kth * static_cast<T>(kGuessScale);
-          proven = kth < grid.template outside_bound<kNorm>(c, qq);
+          m = select_block<T, kNorm>(grid, runs, nr, qq, K, guess, bound, scratch);
+          const T outside = grid.template outside_bound<kNorm>(c, qq);
+          kth = m == K ? Key::distance(scratch.sorted[K - 1]) : kth;
+          guess = (m == K ? kth : bound) * static_cast<T>(kGuessScale);
+          proven = kth < outside || (bounded && !(bound > outside));
         }
         if (proven) {
-          for (int64_t k = 0; k < K; ++k)
+          for (int64_t k = 0; k < m; ++k)
             d[k] = Key::distance(scratch.sorted[k]), idx[k] = Key::index(scratch.sorted[k]);
+          std::fill(d.begin() + m, d.end(), T(0));
+          std::fill(idx.begin() + m, idx.end(), int64_t{-1});
         } else {
           heap.clear();
-          tree_query<T, 3, kNorm>(tree, qq, heap, kth);
+          tree_query<T, 3, kNorm>(tree, qq, heap, std::min(kth, strictly_below(bound)));
           heap.write_sorted(d.data(), idx.data());
         }
         sink(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()));
@@ -245,7 +264,7 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
 
 // knn_grid_each for cloud b of a kNN call, writing its rows of dists/idx.
 template <typename T, int kNorm>
-bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
+bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree, T bound) {
   T* dists = static_cast<T*>(p.dists);
   const int64_t K = p.K;
   return knn_grid_each<T, kNorm>(
@@ -255,7 +274,8 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree) {
         const int64_t r = b * p.P1 + i;
         std::copy(d, d + K, dists + r * K);
         std::copy(idx, idx + K, p.idx + r * K);
-      });
+      },
+      bound);
 }
 
 }  // namespace m3ad

@@ -1,6 +1,7 @@
 // One query's search of a KD-tree (common/kdtree.h): depth first, nearer child first, pruned
 // by the box lower bound against the current K-th distance. Exact, ties included.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -20,6 +21,14 @@ struct KnnStackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K =
 // `bound`: a known upper bound of the K-th distance (e.g. the K-th distance among any K points
 // of the cloud), or +inf. Nodes farther than it are skipped from the start; points at or below
 // it still compete, so the result is the same.
+// The `bound` of tree_query (which keeps distances <= it) that keeps exactly those < max_dist:
+// a bounded search (knn_within_cpu) takes only neighbours strictly below its bound.
+template <typename T>
+T strictly_below(T max_dist) {
+  return max_dist < std::numeric_limits<T>::infinity() ? std::nextafter(max_dist, -std::numeric_limits<T>::infinity())
+                                                       : max_dist;
+}
+
 template <typename T, int D, int kNorm, typename Best>
 void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap,
                 T bound = std::numeric_limits<T>::infinity()) {

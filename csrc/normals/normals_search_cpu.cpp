@@ -2,8 +2,9 @@
 // search (cell grid, else KD-tree) straight into the PCA, so the (B, P, K) neighbour lists are
 // never written out and read back (that traffic was a fifth of estimate_normals at 100k points,
 // K = 30). Neighbours and their order are those of knn_points, so the results are the same bits
-// as the two-step path.
+// as the two-step path. With a radius the search stops at it (the PCA reads only that prefix).
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/kdtree.h"
@@ -20,14 +21,14 @@ namespace m3ad {
 namespace {
 
 template <typename T, typename Best, typename Row>
-void tree_rows(const KdTree<T, 3>& tree, const T* cloud, int64_t n, int64_t K, const Row& row) {
+void tree_rows(const KdTree<T, 3>& tree, const T* cloud, int64_t n, int64_t K, T bound, const Row& row) {
   parallel_for(n, 64, [&](int64_t i0, int64_t i1) {
     Best best(K);
     std::vector<T> d(static_cast<size_t>(K));
     std::vector<int64_t> idx(static_cast<size_t>(K));
     for (int64_t i = i0; i < i1; ++i) {
       best.clear();
-      tree_query<T, 3, 2>(tree, cloud + i * 3, best);
+      tree_query<T, 3, 2>(tree, cloud + i * 3, best, strictly_below(bound));
       best.write_sorted(d.data(), idx.data());
       row(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()));
     }
@@ -38,6 +39,7 @@ template <typename T>
 void run(const NormalsParams& p) {
   const bool use_radius = p.radius2 >= 0;
   const T r2 = static_cast<T>(p.radius2);
+  const T bound = use_radius ? r2 : std::numeric_limits<T>::infinity();
   for (int64_t b = 0; b < p.B; ++b) {
     const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
     T* normals = static_cast<T*>(p.normals) + b * p.P * 3;
@@ -51,9 +53,9 @@ void run(const NormalsParams& p) {
       normal_from_list<T>(cloud, n, idx, d, p.K, use_radius, r2, cloud + i * 3, p.orient, p.viewpoint,
                           normals + i * 3, curvature ? curvature + i : nullptr);
     };
-    if (knn_grid_each<T, 2>(cloud, n, cloud, n, p.K, tree, row)) continue;
-    if (p.K <= kSortedMaxK) tree_rows<T, SortedTopK<T>>(tree, cloud, n, p.K, row);
-    else tree_rows<T, TopK<T>>(tree, cloud, n, p.K, row);
+    if (knn_grid_each<T, 2>(cloud, n, cloud, n, p.K, tree, row, bound)) continue;
+    if (p.K <= kSortedMaxK) tree_rows<T, SortedTopK<T>>(tree, cloud, n, p.K, bound, row);
+    else tree_rows<T, TopK<T>>(tree, cloud, n, p.K, bound, row);
   }
 }
 

@@ -127,16 +127,22 @@ def _(p1, p2, lengths1, lengths2, K, norm):
 def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                 K: int, max_dist: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Of the K nearest (squared L2), those at distance < max_dist (compared in p1's dtype), -1
-    padded (distance 0): open3d's hybrid neighbourhoods, for normals and FPFH with a radius. Where
-    the sorted tiles serve, the bound prunes the search itself (no tile beyond it is scanned, no
-    list takes a point beyond it; FPFH's 100k x 100k search with max_nn = 100 keeps ~50); else the
-    plain kNN, cut after. The same rows either way (the tests check it)."""
+    padded (distance 0): open3d's hybrid neighbourhoods, for normals and FPFH with a radius. In
+    3-D the bound prunes the search itself: on the CPU the grid and the KD-tree
+    (csrc/knn/knn_cpu.cpp), on CUDA the sorted tiles where they serve (no tile beyond the bound
+    is scanned, no list takes a point there; FPFH's 100k x 100k search with max_nn = 100 keeps
+    ~50); elsewhere the plain kNN, cut after. The same rows either way (the tests check it)."""
     B, P1, D = p1.shape
     P2 = p2.shape[1]
     dists, idx = _outputs(p1, K)
     if not dists.numel():
         return dists, idx
-    if D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
+    if D == 3 and host_kernels(p1):
+        p1, p2 = p1.contiguous(), p2.contiguous()
+        C().knn_within(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), B, P1, P2, K,
+                       max_dist, dtype_tag(p1))
+        return dists, idx
+    if D == 3 and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist=max_dist)
         return dists, idx
     dists, idx = _knn(p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, 2)

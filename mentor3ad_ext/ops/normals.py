@@ -89,12 +89,12 @@ def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
 
 
 def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0):
-    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order.
-    With radius2 >= 0 the kernels read only each row's prefix at squared distance < radius2; on
-    CUDA the search stops there too (`_knn_within`), on the CPU the rows run on to K."""
+    """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order;
+    with radius2 >= 0 only those at squared distance < radius2, the prefix the kernels read: the
+    search stops there (`_knn_within`)."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
-    if radius2 >= 0 and not host_kernels(points):
+    if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
     else:
         dists, idx = _knn(queries, points, lengths, lengths, K, 2)
