@@ -74,9 +74,10 @@ def _base_record(case: Case, impl: Impl) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _start_cuda() -> None:
-    """The CUDA context, cuBLAS and our extension's first CUDA call, before the first timed case:
-    on an H200 the first case's first call took over 3 s (2026-11-26 and -27, whichever case ran
-    first), so it got no warm call and one timed round."""
+    """The CUDA context, cuBLAS and a first call of our ops, before the first timed case: on an
+    H200 the first case's first call took over 3 s (2026-11-26 and -27, whichever case ran first),
+    so it got no warm call and one timed round. Most of it, on any device: the first call of a
+    torch.library custom op in a process imports torch._dynamo (1.6 s on the 2-core EPYC)."""
     from mentor3ad_ext import knn_points
 
     a = torch.ones(64, 64, device="cuda")

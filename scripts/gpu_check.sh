@@ -90,6 +90,16 @@ case "$stage" in
     # else running. A step cut by its time box shows exit 124 in summary.txt.
     S=${PHASE1_S:-170}
     mkdir -p "$OUT/logs"
+    # A process's first CUDA call: torch's context and cuBLAS, then our first op (the bench's first
+    # case took over 3 s on the H200; the first custom-op call imports torch._dynamo: 1.6 s on CPU)
+    $PY -c "
+import time, torch
+t = time.perf_counter(); a = torch.ones(64, 64, device='cuda'); (a @ a).sum().item(); t1 = time.perf_counter()
+import mentor3ad_ext as m
+t2 = time.perf_counter(); m.knn_points(a[None, :, :3], a[None, :, :3], K=2).dists.sum().item(); t3 = time.perf_counter()
+m.sample_farthest_points(a[None, :, :3], K=4)[1].sum().item(); t4 = time.perf_counter()
+print(f'first calls, s: torch context + cuBLAS {t1 - t:.2f}, our first kernel {t3 - t2:.2f}, a second op {t4 - t3:.3f}')
+" 2>&1 | tee -a "$OUT/summary.txt"
     # -v: each result is logged as it lands, so a run cut by its time box still names its failures
     (timeout $S $PY -m pytest ${TESTS:-python_tests} -v -p no:cacheprovider -k cuda -n 6 -rfE \
        > "$OUT/logs/tests.log" 2>&1; echo "tests: exit $?" >> "$OUT/summary.txt") &
