@@ -149,7 +149,7 @@ int64_t select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run*
     // longer vectorised). `take_all`, not a +inf limit: NaN (value checks off) must count there.
     const bool take_all = all && !bounded;
     const T below = strictly_below(bound);
-    const T limit = !bounded ? guess : (all || below < guess ? below : guess);
+    const T limit = bounded ? (all ? below : std::min(guess, below)) : guess;
     for (int k = 0; k < nr; ++k)
       for (int64_t j = runs[k].begin; j < runs[k].end; ++j) {
         // sqdist's operations, in its order (x, then y, then z): identical values to the tree.

@@ -119,8 +119,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
 
 @_knn.register_fake
 def _(p1, p2, lengths1, lengths2, K, norm):
-    B, P1, _ = p1.shape
-    return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
+    return _outputs(p1, K)
 
 
 @torch.library.custom_op("mentor3ad::knn_within", mutates_args=())
@@ -152,8 +151,7 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
 
 @_knn_within.register_fake
 def _(p1, p2, lengths1, lengths2, K, max_dist):
-    B, P1, _ = p1.shape
-    return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
+    return _outputs(p1, K)
 
 
 def pair_distance_backward(p1, p2, idx, grad_dists, norm: int, needs_p1: bool = True, needs_p2: bool = True):
