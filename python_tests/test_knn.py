@@ -94,13 +94,14 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
     # CUDA serves few queries over clouds of >= 256 points one warp per query (K <= 32: strided
     # lanes, then a (distance, index) merge; larger K: 32-point chunks inserted into one list):
     # ragged clouds shorter than a warp's stride, empty ones,
-    # exact ties between lanes (a lattice repeated 4x), signed zeros (L1 distances of -0.0).
+    # exact ties between lanes (a lattice repeated 4x), signed zeros (L1 distances of -0.0: a -0
+    # coordinate minus a +0 one).
     g = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     lattice = torch.cat([g, g, g, g])[:800]
     zeros = torch.zeros(800, 3)
     zeros[::2] = -0.0
     p2 = torch.stack([lattice, torch.rand(800, 3), lattice, zeros]).to(device, dtype)
-    p1 = torch.cat([lattice[:40] + 0.5, -torch.zeros(10, 3)])[None].expand(4, -1, -1).to(device, dtype)
+    p1 = torch.cat([lattice[:40] + 0.5, -torch.zeros(5, 3), torch.zeros(5, 3)])[None].expand(4, -1, -1).to(device, dtype)
     l1 = torch.tensor([50, 50, 0, 50], device=device)
     l2 = torch.tensor([800, 20, 800, 333], device=device)
     for K in (1, 5, 32, 33, 100):  # registers up to 32, the output arrays beyond
@@ -109,6 +110,8 @@ def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
         if K > 32:  # these sizes take the block select by default; the warp lists must still agree
             d, i = _knn_scan(p1, p2, l1, l2, K, norm, SELECT_NEVER)
             assert torch.equal(i, got.idx) and torch.equal(d, got.dists)
+            cd, _ = _cpu_knn(p1, p2, l1, l2, K, norm)
+            assert torch.equal(_bits(d.cpu()), _bits(cd))  # -0 stays -0 (the warp lists' keys)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -156,7 +159,6 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
     # equal to lattice distances (the comparison is strict), below and beyond every distance;
     # overflowed coordinates (infinite distances) never come in; ragged and empty clouds.
     from mentor3ad_ext.ops import knn as knn_op
-    from mentor3ad_ext.ops._launch import host_kernels
     from mentor3ad_ext.ops.knn import _knn_tiles, _knn_within
 
     monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
@@ -174,28 +176,27 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
     p1, p2 = q.expand(3, -1, -1).to(device, dtype), p2.to(device, dtype)
     l1 = torch.tensor([700, 450, 700], device=device)
     l2 = torch.tensor([P2, P2 - 40, P2], device=device)
-    # Emulated (CI), a warp list of full rows costs seconds a call: the unbounded rows come from the
-    # thread lists (equal, test_sorted_tiles_path_matches_reference), and the bound beyond every
-    # distance runs on them alone.
+    # The unbounded rows come from the thread lists (equal to the others,
+    # test_sorted_tiles_path_matches_reference).
     for K in (1, 16, 33, 100):  # registers, then the two list kinds
         d_all, i_all = _knn_tiles(p1, p2, l1, l2, K, 2, 1)
         for bound in (0.0, 0.1875, 1.0, 2.0, 5.5, 1e30):
             inside = (d_all < torch.tensor(bound, dtype=dtype)) & (i_all >= 0)
             want_d, want_i = torch.where(inside, d_all, 0), torch.where(inside, i_all, -1)
-            for mode in ((1,) if bound > 100 else (0, 1, 2)) if K > 32 else (0,):
+            for mode in (0, 1, 2) if K > 32 else (0,):
                 d, i = _knn_tiles(p1, p2, l1, l2, K, 2, mode, bound)
                 assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound, mode)
-            if host_kernels(p1) or bound < 100 or K <= 32:  # (else the warp lists: emulated, slow)
-                d, i = _knn_within(p1, p2, l1, l2, K, bound)
-                assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound)
+            d, i = _knn_within(p1, p2, l1, l2, K, bound)
+            assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound)
         assert (want_i[:, 300:450, 0] >= 0).all()  # the queries on lattice points find themselves
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_sorted_tiles_many_queries_large_k(device):
-    # >= 65536 queries with K > 32: one thread per query keeps its list in its output row
-    # (knn_tiles_memory); ragged clouds, a lattice for ties.
-    from mentor3ad_ext.ops.knn import TILES_MIN_POINTS
+    # >= 65536 queries with K > 32 (FPFH's K = 100 search over every point of a cloud): a warp per
+    # query, or one thread per query keeping its list in its output row (knn_tiles_memory, also the
+    # path beyond K = 256); ragged clouds, a lattice for ties.
+    from mentor3ad_ext.ops.knn import TILES_MIN_POINTS, _knn_tiles
 
     g = torch.Generator().manual_seed(11)
     B, P1, P2 = 32, 2048, TILES_MIN_POINTS + 100
@@ -205,6 +206,8 @@ def test_sorted_tiles_many_queries_large_k(device):
     l1 = torch.randint(P1 // 2, P1 + 1, (B,), generator=g)
     l2 = torch.randint(P2 - 50, P2 + 1, (B,), generator=g)
     got = m.knn_points(p1.to(device), p2.to(device), l1.to(device), l2.to(device), K=40)
+    threads = _knn_tiles(p1.to(device), p2.to(device), l1.to(device), l2.to(device), 40, 2, 1)
+    assert torch.equal(threads[1], got.idx) and torch.equal(threads[0], got.dists)
     for b in range(B):  # the reference per cloud keeps its distance matrix small
         want = R.knn_points(p1[b:b + 1], p2[b:b + 1], l1[b:b + 1], l2[b:b + 1], K=40)
         assert torch.equal(got.idx[b:b + 1].cpu(), want.idx) and torch.equal(got.dists[b:b + 1].cpu(), want.dists)
@@ -814,3 +817,18 @@ def test_block_select_forced_beyond_its_k_raises():
         pytest.skip("the CPU kernels have no block select (run under the CUDA emulator)")
     with pytest.raises(ValueError, match=r"block-select path takes K <= 2048.*K = 2049"):
         _knn_scan(p1, p2, None, None, 2049, 2, SELECT_ALWAYS)
+
+
+def test_tiles_warp_lists_forced_beyond_their_k_raise():
+    # The warp lists keep K <= 256 keys in shared memory (csrc/knn/warp_list.cuh); by size, larger K
+    # goes to the thread lists, which take any K.
+    from mentor3ad_ext.ops.knn import _knn_tiles
+
+    p1, p2, l1, l2 = torch.randn(1, 2, 3), torch.randn(1, 300, 3), torch.tensor([2]), torch.tensor([300])
+    if m.ops._launch.host_kernels(p1):
+        pytest.skip("the CPU twin has one list kind (run under the CUDA emulator)")
+    with pytest.raises(ValueError, match=r"warp lists take K <= 256 .*K = 257"):
+        _knn_tiles(p1, p2, l1, l2, 257, 2, 2)
+    d, i = _knn_tiles(p1, p2, l1, l2, 257, 2, 0)
+    ref = R.knn_points(p1, p2, K=257)
+    assert torch.equal(i, ref.idx) and torch.equal(d, ref.dists)

@@ -43,8 +43,9 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
 
 def main():
     torch.manual_seed(0)
-    # FPFH's search first (100k x 100k, K = 100: thread lists or warp lists at this many queries?
-    # unmeasured; at 4096 queries the warp lists took 1/24 of the thread lists' time, H200)
+    # FPFH's search first (100k x 100k, K = 100). The warp lists append to shared memory and sort
+    # when full since 2026-11-27 (csrc/knn/warp_list.cuh); before, at 4096 queries over 100k, they
+    # took 0.79 ms, 1/24 of the thread lists' time (H200, bench/results/nvidia-h200-2026-11-27-profiles.md)
     cases = [(100_000, 100_000, 100), (100_000, 100_000, 30), (16_000, 1024, 128), (100_000, 4096, 100),
              (16_000, 256, 512), (16_000, 1024, 1000), (100_000, 1024, 64), (100_000, 4096, 32),
              (16_000, 16_000, 16), (1_000_000, 100_000, 16)]
@@ -67,7 +68,13 @@ def main():
             t_kernel = timed(lambda: kernel(pl, l1, l2, d, i, K))
             # K > 32: the two list keepers, whichever the size picks (K <= 32 always uses registers)
             t_thread = timed(lambda: kernel(pl, l1, l2, d, i, K, 1), reps=5) if K > 32 else float("nan")
-            t_warp = timed(lambda: kernel(pl, l1, l2, d, i, K, 2), reps=5) if K > 32 else float("nan")
+            t_warp = float("nan")
+            if 32 < K <= 256:  # kWarpListMaxK; checked against the thread lists before timing
+                kernel(pl, l1, l2, d, i, K, 1)
+                want = d.clone(), i.clone()
+                kernel(pl, l1, l2, d, i, K, 2)
+                assert torch.equal(i, want[1]) and torch.equal(d, want[0]), (N, Q, K)
+                t_warp = timed(lambda: kernel(pl, l1, l2, d, i, K, 2), reps=5)
             kernel(pl, l1, l2, d, i, K)
             bound = float(d[..., K // 2].median())
             t_bounded = timed(lambda: kernel(pl, l1, l2, d, i, K, 0, bound))

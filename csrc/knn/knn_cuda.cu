@@ -5,9 +5,8 @@
 // Q x P2 matrix exists. Warp path, for few queries over large clouds (where one thread per
 // query would leave most of the GPU idle): one warp per query, each lane scans every 32nd point
 // into its own register top-K, then K rounds of a warp-wide (distance, index) minimum pop the
-// lanes' heads in order. 32 < K <= 256: the top-K lives in the output arrays; the warp tests 32
-// consecutive points at a time and inserts the chunk's candidates in index order, each insertion
-// spread over the lanes (position by a warp-wide count, then a shift from the top down).
+// lanes' heads in order. 32 < K <= 256: the warp tests 32 consecutive points at a time and offers
+// them to its list in shared memory (warp_list.cuh), which orders by (distance, index).
 // Scanning in index order and inserting only strictly smaller distances yields ascending
 // (distance, index) order, identical to the CPU tree search; a lane's strided scan keeps that
 // order within the lane, and the lexicographic merge keeps it across lanes. Few queries with
@@ -194,35 +193,24 @@ __global__ void knn_global(KnnParams p) {
 
 template <typename T, int kDim>
 __global__ void knn_warp_large_k(KnnParams p) {
+  extern __shared__ __align__(16) unsigned char scan_list_smem[];
   WarpQuery w;
   if (!warp_query(p, w)) return;
-  const int lane = w.lane;
-  T* dk = static_cast<T*>(p.dists) + w.row * p.K;
-  int64_t* ik = p.idx + w.row * p.K;
-  int64_t count = 0;  // entries in the list, the same in every lane
+  using U = typename NnKey<T>::U;
+  U* keys = reinterpret_cast<U*>(scan_list_smem) + (threadIdx.x >> 5) * warp_list_capacity(p.K);
+  WarpList<T> list(keys, p.K, T(INFINITY), w.lane);
   if (w.q < clamp_len(p.lengths1, w.b, p.P1)) {
     const T* query = static_cast<const T*>(p.p1) + w.row * p.D;
     const T* cloud = static_cast<const T*>(p.p2) + w.b * p.P2 * p.D;
     const int64_t n2 = clamp_len(p.lengths2, w.b, p.P2);
-    T worst = INFINITY;
     for (int64_t base = 0; base < n2; base += 32) {
-      const int64_t j = base + lane;
-      const T d = j < n2 ? point_dist<T, kDim>(cloud + j * p.D, query, p.D, p.norm) : T(INFINITY);
-      unsigned cand = __ballot_sync(0xffffffffu, d < worst);  // NaN never qualifies
-      while (cand) {  // in lane order, i.e. index order
-        const int src = __ffs(cand) - 1;
-        cand &= cand - 1;
-        const T dj = __shfl_sync(0xffffffffu, d, src);
-        if (!(dj < worst)) continue;  // an earlier insertion of this chunk raised the bar
-        warp_list_insert(dk, ik, count, p.K, dj, static_cast<int64_t>(base + src), lane);
-        if (count == p.K) worst = dk[p.K - 1];
-      }
+      const int64_t j = base + w.lane;
+      const bool valid = j < n2;
+      const T d = valid ? point_dist<T, kDim>(cloud + j * p.D, query, p.D, p.norm) : T(0);
+      list.offer(valid, d, static_cast<unsigned>(j));
     }
   }
-  for (int64_t s = count + lane; s < p.K; s += 32) {
-    dk[s] = 0;
-    ik[s] = -1;
-  }
+  list.finish(static_cast<T*>(p.dists) + w.row * p.K, p.idx + w.row * p.K);
 }
 
 // Returns whether a list kernel ran (every path but the block select), whose rows may miss
@@ -248,8 +236,8 @@ bool launch(const KnnParams& p, cudaStream_t stream) {
     M3AD_CHECK_LAUNCH("knn (warp per query)");
     return true;
   }
-  if (p.K <= kWarpListMaxK && warp_path) {
-    knn_warp_large_k<T, kDim><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
+  if (p.K <= kWarpListMaxK && warp_path && p.P2 < (int64_t{1} << 32)) {
+    knn_warp_large_k<T, kDim><<<warp_query_blocks(p, kThreads), kThreads, warp_list_smem<T>(p.K, kThreads), stream>>>(p);
     M3AD_CHECK_LAUNCH("knn (warp per query, large K)");
     return true;
   }

@@ -24,7 +24,9 @@ constexpr int64_t kBlockSelectMaxPoints = (int64_t{1} << 31) - 1;
 // rivals for K > 32 do one pass but pay per insertion into a sorted list: the warp lists
 // (K <= 256) ~K ln(P2/K) insertions of ~K/32 + 10 warp steps each, i.e. ~9k warp steps against
 // 512 of scanning at P2 = 16k, K = 128 (0.63 ms measured on the H200); a thread per query up to K
-// global-memory moves per insertion. The sorted tiles prune most of the cloud and amortise their
+// global-memory moves per insertion. (The warp lists now append to shared memory and sort when
+// full, ~30 warp steps per chunk of 32 and a few 512-key sorts per query: perhaps faster than this
+// path at K <= 256; not yet measured, so the rule stands.) The sorted tiles prune most of the cloud and amortise their
 // ~0.4 ms plan over many queries. So block select is for few query rows (8192 rows are ~8 waves
 // of 256-thread blocks on a 132-SM GPU), and, while a list path can take K, for at most 2^29
 // query-point pairs: beyond that its three unpruned passes (~3 x 2^29 x 12 bytes from L2, a few

@@ -1,15 +1,22 @@
-// CUDA tile-pruned kNN (knn_tiles.h). One warp per 32 consecutive sorted queries of a cloud,
-// which are neighbours on the Morton curve: the warp walks the tiles together from its first
-// query's home tile and scans or skips each (super-)tile by a vote, a tile being scanned when any
-// lane's list can still take one of its points. A walk per thread, as on the CPU, lets the lanes
-// drift apart and the warp serialise their scans: on an H200 the shared walk took the kernel from
-// 0.61 to 0.47 ms (16k x 16k, K = 16) and from 2.85 to 2.35 ms (100k x 100k, K = 30), less than
-// the divergence model predicted (latency with few warps in flight is the next suspect).
-// K <= 32: the list lives in registers (unrolled insertion, the K-th entry
-// kept in two scalars for the pruning test); larger K: in the output row itself, kept by one
-// thread, or for few queries (32 < K <= 256) by a warp per query (knn_tiles_warp_list).
+// CUDA tile-pruned kNN (knn_tiles.h). K <= 32 and K > 256: one warp per 32 consecutive sorted
+// queries of a cloud, which are neighbours on the Morton curve: the warp walks the tiles together
+// from its first query's home tile and scans or skips each (super-)tile by a vote, a tile being
+// scanned when any lane's list can still take one of its points. A walk per thread, as on the CPU,
+// lets the lanes drift apart and the warp serialise their scans: on an H200 the shared walk took
+// the kernel from 0.61 to 0.47 ms (16k x 16k, K = 16) and from 2.85 to 2.35 ms (100k x 100k, K =
+// 30), less than the divergence model predicted (latency with few warps in flight is the next
+// suspect).
+// K <= 32: the list lives in registers (unrolled insertion, the K-th entry kept in two scalars
+// for the pruning test); 32 < K <= 256: a warp per query walks alone and keeps its list in shared
+// memory (knn_tiles_warp_list, warp_list.cuh), for few queries and many alike, since the lists,
+// not the walks, were the cost (H200, 4096 queries over 100k, K = 100: 0.79 ms with the warp's
+// former global-memory list against 19 ms for a thread per query); larger K: one thread per
+// query keeps its list in its output row (knn_tiles_memory).
 // Neighbours at an overflowed, infinite distance are added by a second kernel (knn_overflow.h).
 #include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
 
 #include "common/cuda_utils.cuh"
 #include "common/warp_query.cuh"
@@ -127,58 +134,47 @@ __global__ void knn_tiles_memory(KnnTilesParams p) {
   if (has_row) list.finish();
 }
 
-// Few queries, 32 < K <= 256: one warp per sorted query. The walk needs no vote (one query); each
-// tile's 32 points are tested one per lane, and the candidates go into the output row through
-// warp_list_insert, in any order (positions count entries by (distance, index)).
+// 32 < K <= 256: one warp per sorted query. The walk needs no vote (one query); each tile's 32
+// points are tested one per lane and offered to the warp's shared-memory list (warp_list.cuh),
+// whose bar also prunes the walk.
 template <typename T>
 __global__ void knn_tiles_warp_list(KnnTilesParams p) {
+  extern __shared__ __align__(16) unsigned char tiles_list_smem[];
   WarpQuery w;
   if (!warp_query(p, w)) return;
-  const int lane = w.lane;
+  using U = typename NnKey<T>::U;
+  U* keys = reinterpret_cast<U*>(tiles_list_smem) + (threadIdx.x >> 5) * warp_list_capacity(p.K);
+  WarpList<T> list(keys, p.K, static_cast<T>(p.max_dist), w.lane);
   const int64_t b = w.b, out = b * p.P1 + p.order1[w.row];
-  T* dk = static_cast<T*>(p.dists) + out * p.K;
-  int64_t* ik = p.idx + out * p.K;
-  int64_t count = 0;  // the same in every lane
-  T wd = static_cast<T>(p.max_dist);  // the K-th entry (the bound, -1 while the list is short)
-  int64_t wi = -1;
   const TilesCloud<T> c(p, b);
   const int64_t n2 = c.n2;
   if (w.q < clamp_len(p.lengths1, b, p.P1) && n2 > 0) {
     const T* qp = static_cast<const T*>(p.p1) + w.row * 3;
     const T q[3] = {qp[0], qp[1], qp[2]};
     for (TileWalk walk(p.home[w.row], n2); !walk.done();) {
-      if (walk.next() && c.super_bound(walk.t, q, p.norm) > wd) {
+      if (walk.next() && c.super_bound(walk.t, q, p.norm) > list.bar_dist) {
         walk.skip_super();
         continue;
       }
       walk.take();
-      const int64_t t = walk.t;
-      if (c.tile_bound(t, q, p.norm) > wd) continue;
-      const int64_t j = t * kKnnTile + lane;
-      const T d = j < n2 ? point_dist<T, 3>(c.pts + j * 3, q, 3, p.norm) : T(INFINITY);
-      const int64_t oi = j < n2 ? c.order2[j] : -1;
-      unsigned cand = __ballot_sync(kFull, nn_before(d, oi, wd, wi));  // never NaN or infinite
-      while (cand) {
-        const int src = __ffs(cand) - 1;
-        cand &= cand - 1;
-        const T dj = __shfl_sync(kFull, d, src);
-        const int64_t ij = __shfl_sync(kFull, static_cast<long long>(oi), src);
-        if (!nn_before(dj, ij, wd, wi)) continue;  // an earlier insertion raised the bar
-        warp_list_insert(dk, ik, count, p.K, dj, ij, lane);
-        if (count == p.K) wd = dk[p.K - 1], wi = ik[p.K - 1];
-      }
+      if (c.tile_bound(walk.t, q, p.norm) > list.bar_dist) continue;
+      const int64_t j = walk.t * kKnnTile + w.lane;
+      const bool valid = j < n2;
+      const T d = valid ? point_dist<T, 3>(c.pts + j * 3, q, 3, p.norm) : T(0);
+      list.offer(valid, d, valid ? static_cast<unsigned>(c.order2[j]) : 0u);
     }
   }
-  for (int64_t s = count + lane; s < p.K; s += 32) {
-    dk[s] = 0;
-    ik[s] = -1;
-  }
+  list.finish(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K);
 }
 
 }  // namespace
 
 void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
+  if (p.list_mode == 2 && (p.K > kWarpListMaxK || p.P2 >= (int64_t{1} << 32)))  // only a forced call
+    throw std::invalid_argument("mentor3ad_ext: the sorted tiles' warp lists take K <= " +
+                                std::to_string(kWarpListMaxK) + " and P2 < 2^32, got K = " + std::to_string(p.K) +
+                                ", P2 = " + std::to_string(p.P2));
   DeviceGuard guard(dev.index);
   cudaStream_t stream = as_stream(dev);
   const unsigned grid = blocks_for(p.B * ((p.P1 + 31) / 32) * 32, kThreads, (1LL << 31) - 1);
@@ -188,8 +184,8 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
     else if (p.K <= 4) knn_tiles_registers<T, 4><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 16) knn_tiles_registers<T, 16><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 32) knn_tiles_registers<T, 32><<<grid, kThreads, 0, stream>>>(p);
-    else if (p.list_mode == 2 || (p.list_mode == 0 && p.K <= kWarpListMaxK && warp_per_query_pays(p)))
-      knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, 0, stream>>>(p);
+    else if (p.list_mode == 2 || (p.list_mode == 0 && p.K <= kWarpListMaxK && p.P2 < (int64_t{1} << 32)))
+      knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, warp_list_smem<T>(p.K, kThreads), stream>>>(p);
     else knn_tiles_memory<T><<<grid, kThreads, 0, stream>>>(p);
     return 0;
   });

@@ -64,13 +64,16 @@ def fps_multi_block():
 
 
 def knn_paths():
-    from mentor3ad_ext.ops.knn import SELECT_NEVER, _knn_scan
+    from mentor3ad_ext.ops.knn import SELECT_NEVER, _knn_scan, _knn_tiles
 
     dup = torch.cat([x[:, :350], x[:, :350]], 1)  # duplicates: the block select splits index bits
+    l1, l2 = torch.tensor([20, 13]), torch.tensor([700, 650])
     return (m.knn_points(x[:, :40], x, K=8).idx, m.knn_points(x[:, :40], x[:, :100], K=3).idx,
             m.knn_points(x[:, :20], x, K=40).idx, m.knn_points(x[:, :3], dup, K=100).idx,  # block select
-            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1],  # warp lists
-            _knn_scan(x[:, :20], far, None, None, 600, 2, SELECT_NEVER)[1])  # overflowed distances
+            _knn_scan(x[:, :20], x, None, None, 40, 2, SELECT_NEVER)[1],  # warp lists (sorted when full)
+            _knn_scan(x[:, :20], far, None, None, 600, 2, SELECT_NEVER)[1],  # overflowed distances
+            _knn_tiles(x[:, :20], x, l1, l2, 40, 2, 2)[1],  # the tiles' warp lists, unbounded and bounded
+            _knn_tiles(x[:, :20], x, l1, l2, 40, 2, 2, 0.01)[1])
 
 
 def ball_paths():
