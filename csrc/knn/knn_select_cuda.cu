@@ -14,6 +14,7 @@
 // value, and the block keeps only the K keys.
 #include <cuda_runtime.h>
 
+#include "common/bitonic_shared.cuh"
 #include "common/cuda_utils.cuh"
 #include "common/distance.h"
 #include "knn/knn_select.h"
@@ -172,24 +173,7 @@ __global__ void __launch_bounds__(kThreads) knn_block_select_kernel(KnnParams p)
     __syncthreads();
     const int n = static_cast<int>(taken < static_cast<unsigned>(K) ? taken : K);
 
-    // Bitonic sort of keys[0, np) after padding with keys above every real one.
-    int np = 1;
-    while (np < n) np <<= 1;
-    for (int i = n + tid; i < np; i += kThreads) keys[i] = ~U(0);
-    __syncthreads();
-    for (int k = 2; k <= np; k <<= 1) {
-      for (int j = k >> 1; j > 0; j >>= 1) {
-        for (int t = tid; t < np / 2; t += kThreads) {
-          const int a = 2 * t - (t & (j - 1));  // the pair (a, a + j), bit j of a clear
-          const U x = keys[a], y = keys[a + j];
-          if ((x > y) == ((a & k) == 0)) {
-            keys[a] = y;
-            keys[a + j] = x;
-          }
-        }
-        __syncthreads();
-      }
-    }
+    sort_keys_shared<false>(keys, n, tid, kThreads);
 
     T* dists = static_cast<T*>(p.dists) + row * p.K;
     int64_t* idx = p.idx + row * p.K;

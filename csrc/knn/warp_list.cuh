@@ -21,6 +21,8 @@
 
 #include <cstdint>
 
+#include "common/bitonic_shared.cuh"
+
 namespace m3ad {
 
 // Warp lists up to this K: the buffer holds warp_list_capacity(K) keys per warp, 8 KiB at K = 256
@@ -119,26 +121,7 @@ struct WarpList {
   }
 
  private:
-  // Bitonic sort of keys[0, n) after padding to a power of two with keys above every real one.
-  __device__ void sort(int n) {
-    int np = 1;
-    while (np < n) np <<= 1;
-    for (int s = n + lane; s < np; s += 32) keys[s] = ~U(0);
-    __syncwarp();
-    for (int k = 2; k <= np; k <<= 1) {
-      for (int j = k >> 1; j > 0; j >>= 1) {
-        for (int t = lane; t < np / 2; t += 32) {
-          const int a = 2 * t - (t & (j - 1));  // the pair (a, a + j), bit j of a clear
-          const U x = keys[a], y = keys[a + j];
-          if ((x > y) == ((a & k) == 0)) {
-            keys[a] = y;
-            keys[a + j] = x;
-          }
-        }
-        __syncwarp();
-      }
-    }
-  }
+  __device__ void sort(int n) { sort_keys_shared<true>(keys, n, lane, 32); }
 };
 
 }  // namespace m3ad
