@@ -832,3 +832,33 @@ def test_tiles_warp_lists_forced_beyond_their_k_raise():
     d, i = _knn_tiles(p1, p2, l1, l2, 257, 2, 0)
     ref = R.knn_points(p1, p2, K=257)
     assert torch.equal(i, ref.idx) and torch.equal(d, ref.dists)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_warp_lists_sort_and_keep_under_ties(device, dtype):
+    # The warp lists (32 < K <= 256) append candidates and, when their buffer is full, sort it and
+    # keep K, whose K-th key becomes the bar (csrc/knn/warp_list.cuh). Duplicated points make whole
+    # runs of candidates tie with the bar, and the tiles offer them out of index order: ties must
+    # still go to the lower index across every refill, and the bar must never drop an earlier
+    # kept key. Buffer sizes 128/256/512 against K = 33/100/256 (plus one chunk), bounded or not.
+    from mentor3ad_ext.ops.knn import _knn_tiles
+
+    g = torch.Generator().manual_seed(21)
+    base = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    P2 = 3000
+    p2 = base[torch.randint(0, 6, (P2,), generator=g)][None].to(device, dtype)
+    p1 = torch.cat([base, base + 0.01, torch.rand(4, 3, generator=g, dtype=torch.float64)])[None].to(device, dtype)
+    l1, l2 = torch.tensor([16], device=device), torch.tensor([P2 - 11], device=device)
+    for K in (33, 100, 256):
+        ref = R.knn_points(p1.cpu(), p2.cpu(), l1.cpu(), l2.cpu(), K=K)
+        d, i = _knn_scan(p1, p2, l1, l2, K, 2, SELECT_NEVER)  # CUDA: the scan's warp per query
+        assert torch.equal(i.cpu(), ref.idx) and torch.equal(d.cpu(), ref.dists), K
+        for mode in (1, 2):
+            d, i = _knn_tiles(p1, p2, l1, l2, K, 2, mode)
+            assert torch.equal(i.cpu(), ref.idx) and torch.equal(d.cpu(), ref.dists), (K, mode)
+        bound = float(ref.dists[0, :, K // 2].median())  # some rows end inside a run of ties
+        inside = ref.dists < torch.tensor(bound, dtype=dtype)
+        d, i = _knn_tiles(p1, p2, l1, l2, K, 2, 2, bound)
+        assert torch.equal(i.cpu(), torch.where(inside, ref.idx, -1)), K
+        assert torch.equal(d.cpu(), torch.where(inside, ref.dists, 0)), K
