@@ -26,8 +26,8 @@ constexpr int64_t kBlockSelectMaxPoints = (int64_t{1} << 31) - 1;
 // 512 of scanning at P2 = 16k, K = 128 (0.63 ms measured on the H200); a thread per query up to K
 // global-memory moves per insertion. (The warp lists now append to shared memory and sort when
 // full, ~30 warp steps per chunk of 32 and a few 512-key sorts per query: perhaps faster than this
-// path at K <= 256; not yet measured, so the rule stands.) The sorted tiles prune most of the cloud and amortise their
-// ~0.4 ms plan over many queries. So block select is for few query rows (8192 rows are ~8 waves
+// path at K <= 256; not yet measured, so the rule stands.) The sorted tiles prune most of the
+// cloud and amortise their ~0.4 ms plan over many queries. So block select is for few query rows (8192 rows are ~8 waves
 // of 256-thread blocks on a 132-SM GPU), and, while a list path can take K, for at most 2^29
 // query-point pairs: beyond that its three unpruned passes (~3 x 2^29 x 12 bytes from L2, a few
 // ms) cost what the tiles measured at 4096 x 100k (2.8 ms, K = 32). Below 256 points per cloud

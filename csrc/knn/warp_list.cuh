@@ -12,10 +12,10 @@
 // is unique: a distance other than NaN has its sign bit clear apart from -0 (an L1 distance of
 // equal coordinates with -0 differences), so the other 31 (63) bits order it as its value; they
 // go on top, then the point's 32-bit index, then the sign bit alone at the bottom, where it never
-// decides an order (indices differ) but gives back -0 as the other paths return it. NaN keys lie
-// above +inf's, so no bar lets them in; overflowed, infinite distances come in only under an
-// infinite bar, which an unbounded search never raises above: they are added afterwards by the
-// overflow fill (knn_overflow.h), as for every list kind.
+// decides an order (indices differ) but gives back -0 as the other paths return it. The loosest
+// bar, an unbounded search's, is the key of (+inf, index 0): no NaN key (above +inf's) and no
+// infinite distance passes it. Overflowed, infinite distances are added afterwards by the overflow
+// fill (knn_overflow.h), as for every list kind.
 #pragma once
 #include <cuda_runtime.h>
 
