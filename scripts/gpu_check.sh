@@ -125,6 +125,7 @@ print(f'first calls, s: torch context + cuBLAS {t1 - t:.2f}, our first kernel {t
         profile_metrics) timeout $s $PY scripts/profile_metrics.py ;;  # phase table of the metrics build
         profile_gather) timeout $s $PY scripts/profile_gather.py ;;  # warp-per-row vs tile gather kernels
         profile_knn_dense) timeout $s $PY scripts/profile_knn_dense.py ;;  # feature-space filter vs scan vs cdist
+        profile_descriptors) timeout $s $PY scripts/profile_descriptors.py ;;  # normals/FPFH step by step
         *) [ "$b" = projection ] && k=""  # one device per run: CUDA when present
            MENTOR3AD_BENCH_FULL=1 MENTOR3AD_BENCH_TARGET_S=0.5 timeout $s $PY -m pytest bench/bench_$b.py -q \
              -p no:cacheprovider ${k:+-k $k} ;;
