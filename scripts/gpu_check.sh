@@ -11,7 +11,8 @@
 #                                        # that the logs come back (a session has 15 device minutes);
 #                                        # TESTS (paths), MEMCHECK, RACECHECK (op names) and BENCH
 #                                        # (name:seconds; also descriptors, model, profile_knn,
-#                                        # profile_knn_dense, profile_gather, profile_metrics)
+#                                        # profile_knn_dense, profile_gather, profile_metrics,
+#                                        # profile_descriptors)
 #                                        # narrow it for a rerun, e.g.
 #                                        # TESTS=python_tests/test_metrics.py MEMCHECK=metrics
 #                                        # RACECHECK=metrics BENCH="metrics:35 profile_metrics:120"
