@@ -76,6 +76,30 @@ def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_alpha_bins_at_sector_edges(device):
+    # The kernels bin alpha = atan2(y, x) by a pseudo-angle and call atan2 only within 1e-11 of a
+    # sector edge (pair_features.h, alpha_bin); the reference always calls it. Pairs whose alpha
+    # sits on each of the 10 inner edges -pi + 2 pi k / 11, a few ulps to 1e-6 off it, on both
+    # sides: the bins must agree (a flip moves 200 between bins). Two-point clouds: the source is
+    # n1 = z for both rows, d = (0.01, 0, 1), so v = -y, w = x and alpha is the angle of n2 in x-z.
+    offsets = [0.0] + [sgn * e for e in (1e-16, 2e-16, 4e-16, 1e-15, 1e-13, 5e-12, 2e-11, 1e-9, 1e-6)
+                       for sgn in (1, -1)]
+    theta = torch.tensor([-np.pi + 2 * np.pi * k / 11 + o for k in range(1, 11) for o in offsets],
+                         dtype=torch.float64)
+    B = len(theta)
+    pts = torch.zeros(B, 2, 3, dtype=torch.float64)
+    pts[:, 1] = torch.tensor([0.01, 0.0, 1.0], dtype=torch.float64)
+    nrm = torch.zeros(B, 2, 3, dtype=torch.float64)
+    nrm[:, 0, 2] = 1.0
+    nrm[:, 1, 0], nrm[:, 1, 2] = torch.sin(theta), torch.cos(theta)
+    got = m.fpfh(pts.to(device), nrm.to(device), max_nn=2).cpu()
+    ref = R.fpfh(pts, nrm, max_nn=2)
+    torch.testing.assert_close(got, ref, atol=1e-9, rtol=0)
+    alpha = got[:, 0, :11].argmax(-1)
+    assert (got[:, 0, :11].max(-1).values == 200).all() and len(alpha.unique()) == 11  # both sides of every edge
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_rotation_and_translation_invariance(device):
     pts, nrm = _cloud(400, 5)
     rot = random_rotation(7)
