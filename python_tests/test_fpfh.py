@@ -166,12 +166,17 @@ def test_organized_matches_unorganized(device):
     valid = torch.rand(2, H, W) > 0.25
     xyz[~valid] = 0.0
     d = device
-    got = m.fpfh_organized(xyz.to(d), max_nn=20, normals_k=10)
-    assert got.shape == (2, H, W, 33) and (got[~valid.to(d)] == 0).all()
-    for b in range(2):
-        pts = xyz[b][valid[b]][None].to(d)
-        ref = m.fpfh(pts, m.estimate_normals(pts, k=10), max_nn=20)[0]
-        torch.testing.assert_close(got[b][valid[b].to(d)], ref)
+    # Without an FPFH radius and with normals_k <= max_nn one search serves both (the normals'
+    # lists are the prefix of FPFH's): the same bits as the two searches of the unorganized ops.
+    for kw in (dict(max_nn=8), dict(radius=0.03), dict(normals_radius=0.02), {}):
+        kw = {"max_nn": 20, "radius": None, "normals_radius": None, **kw}
+        got = m.fpfh_organized(xyz.to(d), normals_k=10, **kw)
+        assert got.shape == (2, H, W, 33) and (got[~valid.to(d)] == 0).all()
+        for b in range(2):
+            pts = xyz[b][valid[b]][None].to(d)
+            ref = m.fpfh(pts, m.estimate_normals(pts, k=10, radius=kw["normals_radius"]), max_nn=kw["max_nn"],
+                         radius=kw["radius"])[0]
+            assert torch.equal(got[b][valid[b].to(d)], ref), kw
     normals = m.estimate_normals_organized(xyz.to(d), k=10)
     given = m.fpfh_organized(xyz.to(d), normals, valid.to(d), max_nn=20)
     torch.testing.assert_close(given, got)

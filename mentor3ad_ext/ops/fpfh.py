@@ -11,7 +11,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, ptr, workspace
 from ._spatial import check_organized, pack_organized, unpack_organized
-from .normals import _check_orient, _estimate, _radius2, check_radius, neighbourhoods
+from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
 
 OP = "fpfh"
 OP_ORGANIZED = "fpfh_organized"
@@ -115,6 +115,14 @@ def fpfh_organized(
     xyz, valid = check_organized(OP_ORGANIZED, xyz, valid)
     B, H, W, _ = xyz.shape
     points, lengths, pixel_of_row = pack_organized(OP_ORGANIZED, xyz.detach(), valid)
+    if normals is None and radius is None and normals_k <= max_nn:
+        # One search serves both: the normals' k nearest are the prefix of FPFH's max_nn nearest
+        # (the lists are exact, ties by index), so the bits are those of two searches; the
+        # weight-free 3D extractor (FPFHExtractor, 4 x 224^2 on 2 cores) took ~300 instead of ~325 ms.
+        idx, dists, order = neighbourhoods(points, lengths, max_nn)
+        nrm, _ = _normals(points, idx[..., :normals_k].contiguous(), dists[..., :normals_k].contiguous(), order,
+                          _radius2(normals_radius), True, vp)
+        return unpack_organized(_fpfh(points, nrm, idx, dists, order, -1.0), pixel_of_row, H, W)
     if normals is None:
         nrm, _ = _estimate(points, lengths, normals_k, normals_radius, True, vp)
     else:
