@@ -92,7 +92,7 @@ def test_ties_lower_index_first(device):
 @pytest.mark.parametrize("norm", [1, 2])
 def test_few_queries_over_large_ragged_clouds(device, dtype, norm):
     # CUDA serves few queries over clouds of >= 256 points one warp per query (K <= 32: strided
-    # lanes, then a (distance, index) merge; larger K: 32-point chunks inserted into one list):
+    # lanes, then a (distance, index) merge; larger K: 32-point chunks into a shared-memory list):
     # ragged clouds shorter than a warp's stride, empty ones,
     # exact ties between lanes (a lattice repeated 4x), signed zeros (L1 distances of -0.0: a -0
     # coordinate minus a +0 one).
