@@ -6,7 +6,7 @@ import mentor3ad_ext as m
 from mentor3ad_ext import reference as R
 
 from _surfaces import random_rotation, wavy_normals, wavy_surface
-from conftest import DEVICES, FLOAT_DTYPES
+from conftest import DEVICES, FLOAT_DTYPES, HAS_CUDA
 
 try:
     import open3d as o3d
@@ -97,6 +97,30 @@ def test_alpha_bins_at_sector_edges(device):
     torch.testing.assert_close(got, ref, atol=1e-9, rtol=0)
     alpha = got[:, 0, :11].argmax(-1)
     assert (got[:, 0, :11].max(-1).values == 200).all() and len(alpha.unique()) == 11  # both sides of every edge
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cpu_and_cuda_kernels_give_the_same_bits(dtype, monkeypatch):
+    # The CPU pass computes a row's pairs in SIMD lanes (fpfh_cpu.cpp), CUDA one pair at a time,
+    # with the same operations (pair_features.h): the same bits, bounded search or not. On a GPU;
+    # under the CUDA emulator the CPU tensors reach the CUDA kernels, and the CPU kernels with
+    # the emulation switched off.
+    from mentor3ad_ext.ops import _launch
+
+    if not HAS_CUDA and not _launch.EMULATED_CUDA:
+        pytest.skip("needs a GPU or the CUDA emulator")
+    pts, nrm = (t[None].clone() for t in _cloud(700, 9, dtype))
+    pts[0, 10], nrm[0, 10] = pts[0, 11], nrm[0, 11]  # a coincident pair
+    for kw in (dict(max_nn=30), dict(radius=0.12, max_nn=60)):
+        if HAS_CUDA:
+            cuda = m.fpfh(pts.cuda(), nrm.cuda(), **kw).cpu()
+            cpu = m.fpfh(pts, nrm, **kw)
+        else:
+            cuda = m.fpfh(pts, nrm, **kw)
+            monkeypatch.setattr(_launch, "EMULATED_CUDA", False)
+            cpu = m.fpfh(pts, nrm, **kw)
+            monkeypatch.setattr(_launch, "EMULATED_CUDA", True)
+        assert torch.equal(cuda, cpu), kw
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -21,27 +21,25 @@ struct PairFeatures {
   double f0_y, f0_x, f1, f2;
 };
 
+// Straight-line code, selects instead of branches, so that the CPU pass can compute a row's
+// pairs in SIMD lanes (fpfh_cpu.cpp); the degenerate cases compute NaN and are replaced at the end.
 M3AD_HD PairFeatures pair_features(const Vec3d& p1, const Vec3d& n1, const Vec3d& p2,
                                    const Vec3d& n2) {
-  const PairFeatures zero{0.0, 0.0, 0.0, 0.0};
   Vec3d d{p2.x - p1.x, p2.y - p1.y, p2.z - p1.z};
   const double len = std::sqrt(d.x * d.x + d.y * d.y + d.z * d.z);
-  if (len == 0.0) return zero;
   const double c1 = dot3(n1, d) / len;
   const double c2 = dot3(n2, d) / len;
-  Vec3d u = n1, t = n2;
-  double f2 = c1;
-  if (std::fabs(c1) < std::fabs(c2)) {
-    u = n2, t = n1;
-    d = scale3(d, -1.0);
-    f2 = -c2;
-  }
+  const bool swap = std::fabs(c1) < std::fabs(c2);
+  const Vec3d u{swap ? n2.x : n1.x, swap ? n2.y : n1.y, swap ? n2.z : n1.z};
+  const Vec3d t{swap ? n1.x : n2.x, swap ? n1.y : n2.y, swap ? n1.z : n2.z};
+  d = {swap ? -d.x : d.x, swap ? -d.y : d.y, swap ? -d.z : d.z};
+  const double f2 = swap ? -c2 : c1;
   Vec3d v = cross3(d, u);
   const double vn = std::sqrt(v.x * v.x + v.y * v.y + v.z * v.z);
-  if (vn == 0.0) return zero;
   v = {v.x / vn, v.y / vn, v.z / vn};  // divide (not multiply by 1/vn), as open3d
   const Vec3d w = cross3(u, v);
-  return {dot3(w, t), dot3(u, t), dot3(v, t), f2};
+  const bool flat = len == 0.0 || vn == 0.0;  // coincident points, or d parallel to u
+  return {flat ? 0.0 : dot3(w, t), flat ? 0.0 : dot3(u, t), flat ? 0.0 : dot3(v, t), flat ? 0.0 : f2};
 }
 
 M3AD_HD int clamp_bin(double x) {
@@ -59,11 +57,15 @@ M3AD_HD int clamp_bin(double x) {
 // every comparison). Exact: ds/dangle is between 1/2 and 1, so s at least 1e-11 from an edge puts
 // the true angle at least 1e-11 from it, while glibc's or CUDA's atan2 (an ulp or two), the
 // formula's roundings (~2e-15 in angle) and s's own (~1e-15) move it by far less: both ways give
-// the same bin.
-M3AD_HD int alpha_bin(double y, double x) {
+// the same bin. alpha_bin(y, x) is diamond_angle then alpha_bin_of, two halves so that the CPU
+// pass can compute s in SIMD lanes and the bins after.
+M3AD_HD double diamond_angle(double y, double x) {
+  const double r = y / (std::fabs(x) + std::fabs(y));
+  return x > 0.0 ? r : (y > 0.0 ? 2.0 - r : -2.0 - r);
+}
+
+M3AD_HD int alpha_bin_of(double s, double y, double x) {
   if (x != 0.0 && y != 0.0) {
-    const double r = y / (std::fabs(x) + std::fabs(y));
-    const double s = x > 0.0 ? r : (y > 0.0 ? 2.0 - r : -2.0 - r);
     const double a = std::fabs(s);
     const double e0 = 0.22697934414702514, e1 = 0.5357607057793985, e2 = 0.8742953116440194,
                  e3 = 1.3135096418331371, e4 = 1.6087683422807246;
@@ -76,6 +78,8 @@ M3AD_HD int alpha_bin(double y, double x) {
   const double pi_ = 3.14159265358979323846;
   return clamp_bin(11.0 * (std::atan2(y, x) + pi_) / (2.0 * pi_));
 }
+
+M3AD_HD int alpha_bin(double y, double x) { return alpha_bin_of(diamond_angle(y, x), y, x); }
 
 template <typename T>
 M3AD_HD Vec3d load3(const T* a) {
