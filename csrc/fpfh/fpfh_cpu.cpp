@@ -40,32 +40,18 @@ void pair_features_soa(const Vec3d pi, const Vec3d ni, int64_t m, const double* 
 
 template <typename T>
 void spfh_row_cpu(const FpfhParams& p, int64_t r, SpfhScratch& sc) {
-  const int64_t b = r / p.P;
-  const int64_t i = fpfh_row_point(p, r);
-  if (i < 0) return;
-  double* hist = p.spfh + (b * p.P + i) * kFpfhDim;
-  for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
-  const int64_t n = fpfh_row_neighbours<T>(p, r);
-  if (n <= 1) return;
-  const T* pts = static_cast<const T*>(p.points) + b * p.P * 3;
-  const T* nrm = static_cast<const T*>(p.normals) + b * p.P * 3;
-  const int64_t* nb = p.idx + r * p.K + 1;  // the point itself is skipped
-  const int64_t m = n - 1;
+  const SpfhRow<T> row(p, r);
+  if (!row.pairs) return;
+  const int64_t m = row.n - 1;
   sc.reserve(p.K);
   for (int64_t k = 0; k < m; ++k) {
-    const T* q = pts + nb[k] * 3;
-    const T* nq = nrm + nb[k] * 3;
+    const T* q = row.pts + row.nb[k + 1] * 3;
+    const T* nq = row.nrm + row.nb[k + 1] * 3;
     sc.px[k] = static_cast<double>(q[0]), sc.py[k] = static_cast<double>(q[1]), sc.pz[k] = static_cast<double>(q[2]);
     sc.nx[k] = static_cast<double>(nq[0]), sc.ny[k] = static_cast<double>(nq[1]), sc.nz[k] = static_cast<double>(nq[2]);
   }
-  pair_features_soa(load3(pts + i * 3), load3(nrm + i * 3), m, sc.px, sc.py, sc.pz, sc.nx, sc.ny, sc.nz, sc.y, sc.x,
-                    sc.s, sc.f1, sc.f2);
-  const double incr = 100.0 / static_cast<double>(n - 1);
-  for (int64_t k = 0; k < m; ++k) {
-    hist[alpha_bin_of(sc.s[k], sc.y[k], sc.x[k])] += incr;
-    hist[kFpfhBins + clamp_bin(11.0 * (sc.f1[k] + 1.0) * 0.5)] += incr;
-    hist[2 * kFpfhBins + clamp_bin(11.0 * (sc.f2[k] + 1.0) * 0.5)] += incr;
-  }
+  pair_features_soa(row.pi, row.ni, m, sc.px, sc.py, sc.pz, sc.nx, sc.ny, sc.nz, sc.y, sc.x, sc.s, sc.f1, sc.f2);
+  for (int64_t k = 0; k < m; ++k) row.add(alpha_bin_of(sc.s[k], sc.y[k], sc.x[k]), sc.f1[k], sc.f2[k]);
 }
 
 }  // namespace

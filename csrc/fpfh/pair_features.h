@@ -99,26 +99,50 @@ M3AD_HD int64_t fpfh_row_point(const FpfhParams& p, int64_t r) {
   return (i < 0 || i >= p.P) ? -1 : i;
 }
 
+// Row r of the SPFH pass, shared by the CUDA kernel (a pair at a time, spfh_row) and the CPU
+// pass (a row's pairs in SIMD lanes, fpfh_cpu.cpp): zeroes the point's histogram; `pairs` is
+// false when it stays zero (no point, fewer than 2 neighbours). Neighbours are nb[1, n).
+template <typename T>
+struct SpfhRow {
+  double* hist = nullptr;
+  const T* pts = nullptr;
+  const T* nrm = nullptr;
+  const int64_t* nb = nullptr;
+  int64_t n = 0;
+  Vec3d pi{}, ni{};
+  double incr = 0.0;
+  bool pairs = false;
+  M3AD_HD SpfhRow(const FpfhParams& p, int64_t r) {
+    const int64_t b = r / p.P;
+    const int64_t i = fpfh_row_point(p, r);
+    if (i < 0) return;
+    hist = p.spfh + (b * p.P + i) * kFpfhDim;
+    for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
+    n = fpfh_row_neighbours<T>(p, r);
+    if (n <= 1) return;
+    pts = static_cast<const T*>(p.points) + b * p.P * 3;
+    nrm = static_cast<const T*>(p.normals) + b * p.P * 3;
+    nb = p.idx + r * p.K;
+    pi = load3(pts + i * 3), ni = load3(nrm + i * 3);
+    incr = 100.0 / static_cast<double>(n - 1);
+    pairs = true;
+  }
+  // One pair's share: alpha's bin (alpha_bin), then f1's and f2's.
+  M3AD_HD void add(int alpha, double f1, double f2) const {
+    hist[alpha] += incr;
+    hist[kFpfhBins + clamp_bin(11.0 * (f1 + 1.0) * 0.5)] += incr;
+    hist[2 * kFpfhBins + clamp_bin(11.0 * (f2 + 1.0) * 0.5)] += incr;
+  }
+};
+
 template <typename T>
 M3AD_HD void spfh_row(const FpfhParams& p, int64_t r) {
-  const int64_t b = r / p.P;
-  const int64_t i = fpfh_row_point(p, r);
-  if (i < 0) return;
-  double* hist = p.spfh + (b * p.P + i) * kFpfhDim;
-  for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
-  const int64_t n = fpfh_row_neighbours<T>(p, r);
-  if (n <= 1) return;
-  const T* pts = static_cast<const T*>(p.points) + b * p.P * 3;
-  const T* nrm = static_cast<const T*>(p.normals) + b * p.P * 3;
-  const int64_t* nb = p.idx + r * p.K;
-  const Vec3d pi = load3(pts + i * 3), ni = load3(nrm + i * 3);
-  const double incr = 100.0 / static_cast<double>(n - 1);
-  for (int64_t k = 1; k < n; ++k) {
-    const int64_t j = nb[k];
-    const PairFeatures f = pair_features(pi, ni, load3(pts + j * 3), load3(nrm + j * 3));
-    hist[alpha_bin(f.f0_y, f.f0_x)] += incr;
-    hist[kFpfhBins + clamp_bin(11.0 * (f.f1 + 1.0) * 0.5)] += incr;
-    hist[2 * kFpfhBins + clamp_bin(11.0 * (f.f2 + 1.0) * 0.5)] += incr;
+  const SpfhRow<T> row(p, r);
+  if (!row.pairs) return;
+  for (int64_t k = 1; k < row.n; ++k) {
+    const int64_t j = row.nb[k];
+    const PairFeatures f = pair_features(row.pi, row.ni, load3(row.pts + j * 3), load3(row.nrm + j * 3));
+    row.add(alpha_bin(f.f0_y, f.f0_x), f.f1, f.f2);
   }
 }
 
