@@ -177,7 +177,7 @@ M3AD_HD void fpfh_row(const FpfhParams& p, int64_t r) {
   }
   // Each block's total from its 11 bins at the end, not summed along with them as open3d does:
   // that running sum was one chain of 11 dependent additions per neighbour, which bound the CPU
-  // pass by latency (49 -> 12 ms, 100k points, ~50 neighbours, 2 cores); the bins now add
+  // pass by latency (~48 -> ~32 ms, 100k points, ~50 neighbours, 2 cores); the bins now add
   // independently. The totals differ from open3d's in the last bits.
   const double* own = spfh + i * kFpfhDim;
   for (int c = 0; c < 3; ++c) {
