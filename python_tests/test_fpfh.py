@@ -67,7 +67,14 @@ def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
     bounded_f = m.fpfh(pts, nrm, lengths, radius=0.04, max_nn=40)
     bounded_n = m.estimate_normals(pts, lengths, k=40, radius=0.03)
     plain = normals_op.neighbourhoods
-    unbounded = lambda points, lengths, K, radius2=-1.0: plain(points, lengths, K)  # noqa: E731
+
+    def unbounded(points, lengths, K, radius2=-1.0, with_dists=True):
+        idx, dists, order = plain(points, lengths, K)  # all K nearest, then the radius cut
+        if radius2 < 0:
+            return idx, dists, order
+        inside = dists < torch.tensor(radius2, dtype=dists.dtype)
+        return torch.where(inside, idx, -1), torch.where(inside, dists, 0), order
+
     monkeypatch.setattr(fpfh_op, "neighbourhoods", unbounded)
     monkeypatch.setattr(normals_op, "neighbourhoods", unbounded)
     assert torch.equal(m.fpfh(pts, nrm, lengths, radius=0.04, max_nn=40), bounded_f)

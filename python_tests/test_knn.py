@@ -159,7 +159,7 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
     # equal to lattice distances (the comparison is strict), below and beyond every distance;
     # overflowed coordinates (infinite distances) never come in; ragged and empty clouds.
     from mentor3ad_ext.ops import knn as knn_op
-    from mentor3ad_ext.ops.knn import _knn_tiles, _knn_within
+    from mentor3ad_ext.ops.knn import _knn_tiles, _knn_within, _knn_within_idx
 
     monkeypatch.setattr(knn_op, "TILES_MIN_WORK", 0)
     monkeypatch.setattr(knn_op, "_block_select_pays", lambda *size: False)
@@ -188,6 +188,7 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
                 assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound, mode)
             d, i = _knn_within(p1, p2, l1, l2, K, bound)
             assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound)
+            assert torch.equal(_knn_within_idx(p1, p2, l1, l2, K, bound), want_i), (K, bound)  # no dists written
         assert (want_i[:, 300:450, 0] >= 0).all()  # the queries on lattice points find themselves
 
 
@@ -321,6 +322,7 @@ def test_opcheck():
     l = torch.tensor([16, 5]), torch.tensor([20, 7])
     torch.library.opcheck(torch.ops.mentor3ad.knn, (p1, p2, l[0], l[1], 4, 2))
     torch.library.opcheck(torch.ops.mentor3ad.knn_within, (p1.detach(), p2.detach(), l[0], l[1], 4, 1.5))
+    torch.library.opcheck(torch.ops.mentor3ad.knn_within_idx, (p1.detach(), p2.detach(), l[0], l[1], 4, 1.5))
 
 
 def test_torch_compile():

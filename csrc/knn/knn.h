@@ -24,6 +24,8 @@ void knn_cuda(const KnnParams& p, const Device& dev);
 // Of the K nearest (3-D, squared L2), only those at distance < max_dist (as T), (0, -1) padded:
 // the hybrid neighbourhoods of normals and FPFH with a radius. The grid and tree searches stop at
 // the bound instead of collecting K neighbours the caller drops (CUDA: KnnTilesParams::max_dist).
+// p.dists may be null: only the indices are written (FPFH needs no distances, and not writing a
+// (P, K) list of them spares first touches of fresh pages).
 void knn_within_cpu(const KnnParams& p, double max_dist);
 
 }  // namespace m3ad

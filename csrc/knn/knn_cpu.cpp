@@ -91,7 +91,7 @@ void run_tree(const KnnParams& p, T bound) {
       heap.clear();
       if (valid && !trees[b]->empty())
         tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap, strictly_below(bound));
-      heap.write_sorted(dists + r * p.K, p.idx + r * p.K);
+      heap.write_sorted(dists ? dists + r * p.K : nullptr, p.idx + r * p.K);
     }
   });
 }

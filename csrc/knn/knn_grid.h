@@ -272,7 +272,7 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree, T b
       static_cast<const T*>(p.p2) + b * p.P2 * 3, clamp_len(p.lengths2, b, p.P2), K, tree,
       [&](int64_t i, const T* d, const int64_t* idx) {
         const int64_t r = b * p.P1 + i;
-        std::copy(d, d + K, dists + r * K);
+        if (dists) std::copy(d, d + K, dists + r * K);
         std::copy(idx, idx + K, p.idx + r * K);
       },
       bound);

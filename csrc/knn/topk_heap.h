@@ -31,16 +31,17 @@ class TopK {
     sift_down(e);
   }
 
-  // Writes the pairs in ascending (distance, index) order, padding with (0, -1).
+  // Writes the pairs in ascending (distance, index) order, padding with (0, -1); dists may be
+  // null (not wanted).
   void write_sorted(T* dists, int64_t* idx) {
     std::sort(buf_.begin(), buf_.begin() + size_, Less());
     int64_t s = 0;
     for (; s < size_; ++s) {
-      dists[s] = buf_[s].d;
+      if (dists) dists[s] = buf_[s].d;
       idx[s] = buf_[s].i;
     }
     for (; s < k_; ++s) {
-      dists[s] = 0;
+      if (dists) dists[s] = 0;
       idx[s] = -1;
     }
   }

@@ -45,14 +45,14 @@ class SortedTopK {
   }
 
   // Writes the pairs in ascending (distance, index) order, padding with (0, -1).
-  void write_sorted(T* dists, int64_t* idx) const {
+  void write_sorted(T* dists, int64_t* idx) const {  // dists may be null (not wanted)
     int64_t s = 0;
     for (; s < size_; ++s) {
-      dists[s] = d_[s];
+      if (dists) dists[s] = d_[s];
       idx[s] = i_[s];
     }
     for (; s < k_; ++s) {
-      dists[s] = 0;
+      if (dists) dists[s] = 0;
       idx[s] = -1;
     }
   }

@@ -38,8 +38,11 @@ def _(points, normals, idx, dists, query_index, radius2):
 
 
 def _compute(points, normals, lengths, radius, max_nn):
-    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius))
-    return _fpfh(points, normals, idx, dists, order, _radius2(radius))
+    if radius is not None:  # the bounded search's rows end at the radius: no distances needed
+        idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False)
+        return _fpfh(points, normals, idx, dists, order, -1.0)
+    idx, dists, order = neighbourhoods(points, lengths, max_nn)
+    return _fpfh(points, normals, idx, dists, order, -1.0)
 
 
 def fpfh(

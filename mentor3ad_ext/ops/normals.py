@@ -14,7 +14,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn, _knn_within
+from .knn import _knn, _knn_within, _knn_within_idx
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -88,12 +88,16 @@ def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
     return orient == "viewpoint", vp
 
 
-def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0):
+def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0,
+                   with_dists: bool = True):
     """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order;
     with radius2 >= 0 only those at squared distance < radius2, the prefix the kernels read: the
-    search stops there (`_knn_within`)."""
+    search stops there (`_knn_within`). Without `with_dists`, a bounded search returns an empty
+    dists (the -1 padding marks the end of each row; kernels then take radius2 = -1)."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
+    if radius2 >= 0 and not with_dists:
+        return _knn_within_idx(queries, points, lengths, lengths, K, radius2), points.new_empty(0), order
     if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
     else:
