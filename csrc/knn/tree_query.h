@@ -18,9 +18,6 @@ struct KnnStackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K =
   T bound;
 };
 
-// `bound`: a known upper bound of the K-th distance (e.g. the K-th distance among any K points
-// of the cloud), or +inf. Nodes farther than it are skipped from the start; points at or below
-// it still compete, so the result is the same.
 // The `bound` of tree_query (which keeps distances <= it) that keeps exactly those < max_dist:
 // a bounded search (knn_within_cpu) takes only neighbours strictly below its bound.
 template <typename T>
@@ -29,6 +26,9 @@ T strictly_below(T max_dist) {
                                                        : max_dist;
 }
 
+// `bound`: a known upper bound of the K-th distance (e.g. the K-th distance among any K points
+// of the cloud), or +inf. Nodes farther than it are skipped from the start; points at or below
+// it still compete, so the result is the same.
 template <typename T, int D, int kNorm, typename Best>
 void tree_query(const KdTree<T, D>& tree, const T* q, Best& heap,
                 T bound = std::numeric_limits<T>::infinity()) {

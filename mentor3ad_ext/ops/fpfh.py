@@ -38,10 +38,8 @@ def _(points, normals, idx, dists, query_index, radius2):
 
 
 def _compute(points, normals, lengths, radius, max_nn):
-    if radius is not None:  # the bounded search's rows end at the radius: no distances needed
-        idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False)
-        return _fpfh(points, normals, idx, dists, order, -1.0)
-    idx, dists, order = neighbourhoods(points, lengths, max_nn)
+    # With a radius the search's rows end at it, so the kernels need no distances (radius2 -1).
+    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False)
     return _fpfh(points, normals, idx, dists, order, -1.0)
 
 

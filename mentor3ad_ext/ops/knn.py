@@ -122,6 +122,13 @@ def _(p1, p2, lengths1, lengths2, K, norm):
     return _outputs(p1, K)
 
 
+def _knn_within_host(p1, p2, lengths1, lengths2, K: int, max_dist: float, idx, dists=None) -> None:
+    """The CPU kernels' bounded 3-D search into idx, and into dists unless None (none written)."""
+    p1, p2 = p1.contiguous(), p2.contiguous()
+    C().knn_within(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), 0 if dists is None else ptr(dists), ptr(idx),
+                   p1.shape[0], p1.shape[1], p2.shape[1], K, max_dist, dtype_tag(p1))
+
+
 @torch.library.custom_op("mentor3ad::knn_within", mutates_args=())
 def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                 K: int, max_dist: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,9 +144,7 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
     if not dists.numel():
         return dists, idx
     if D == 3 and host_kernels(p1):
-        p1, p2 = p1.contiguous(), p2.contiguous()
-        C().knn_within(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), B, P1, P2, K,
-                       max_dist, dtype_tag(p1))
+        _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx, dists)
         return dists, idx
     if D == 3 and _tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist=max_dist)
@@ -161,11 +166,8 @@ def _knn_within_idx(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, 
     none, and its (P, max_nn) list of them was first touched into fresh pages at every call
     (100k x 100 in float64: 80 MB, ~16 ms of the kernel zeroing pages on 2 cores)."""
     if p1.shape[2] == 3 and host_kernels(p1) and p1.shape[0] * p1.shape[1] * K:
-        B, P1, _ = p1.shape
-        idx = torch.empty((B, P1, K), dtype=torch.int64)
-        p1, p2 = p1.contiguous(), p2.contiguous()
-        C().knn_within(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), 0, ptr(idx), B, P1, p2.shape[1], K,
-                       max_dist, dtype_tag(p1))
+        idx = torch.empty((p1.shape[0], p1.shape[1], K), dtype=torch.int64)
+        _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx)
         return idx
     return _knn_within(p1, p2, lengths1, lengths2, K, max_dist)[1]
 
