@@ -19,6 +19,7 @@
 #include "common/parallel.h"
 #include "ball_query/ball_query.h"
 #include "coalesce/coalesce.h"
+#include "common/cpu_simd.h"
 #include "fpfh/fpfh.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
@@ -56,6 +57,7 @@ py::dict build_info() {
   info["version"] = M3AD_VERSION;
   info["compiler"] = M3AD_COMPILER;
   info["threads"] = m3ad::get_num_threads();
+  info["cpu_simd"] = m3ad::cpu_simd_name(m3ad::cpu_simd());
   info["threading"] = "OpenMP " + std::to_string(_OPENMP);
 #ifdef M3AD_WITH_CUDA
   info["cuda"] = true;

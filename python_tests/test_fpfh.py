@@ -130,6 +130,58 @@ def test_cpu_and_cuda_kernels_give_the_same_bits(dtype, monkeypatch):
         assert torch.equal(cuda, cpu), kw
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cpu_row_order_pass_matches_the_row_functions(dtype):
+    # The CPU passes work on row-order copies when the rows are a permutation of each cloud's
+    # points (always, from our ops) and take the CUDA kernels' row functions otherwise; they must
+    # give the same bits. Ragged batch (offsets per cloud).
+    from mentor3ad_ext.ops.fpfh import _fpfh
+    from mentor3ad_ext.ops.normals import neighbourhoods
+
+    (p0, n0), (p1, n1) = _cloud(300, 3, dtype), _cloud(260, 4, dtype)
+    pts = torch.zeros((2, 300, 3), dtype=dtype)
+    nrm = torch.zeros_like(pts)
+    pts[0], nrm[0], pts[1, :260], nrm[1, :260] = p0, n0, p1, n1
+    lengths = torch.tensor([300, 260])
+    idx, dists, order = neighbourhoods(pts, lengths, 40)
+    fast = _fpfh(pts, nrm, idx, dists, order, -1.0)
+    assert torch.equal(fast, m.fpfh(pts, nrm, lengths, max_nn=40))
+    assert torch.equal(fast[1, 260:], torch.zeros_like(fast[1, 260:]))
+    # Rows past a cloud's length list its padding points, last: repeating one leaves another
+    # padding point without a row, which no row has as a neighbour (only its output is unwritten).
+    dup = order.clone()
+    dup[1, 299] = dup[1, 298]
+    slow = _fpfh(pts, nrm, idx, dists, dup, -1.0)
+    written = torch.ones((2, 300), dtype=torch.bool)
+    written[1, order[1, 299]] = False
+    assert torch.equal(slow[written], fast[written])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cpu_simd_variants_give_the_same_bits(dtype, monkeypatch):
+    # The CPU passes' two SIMD loops come in baseline, AVX2 and AVX-512 builds, picked at run
+    # time (csrc/common/cpu_simd.h); MENTOR3AD_CPU_SIMD lowers the pick. Wider lanes, the same
+    # operations: the same bits. (A CPU without AVX-512 runs its widest for "avx512".)
+    pts, nrm = (t[None] for t in _cloud(500, 8, dtype))
+    pts[0, 10], nrm[0, 10] = pts[0, 11], nrm[0, 11]  # a coincident pair
+    got = {}
+    for level in ("baseline", "avx2", "avx512"):
+        monkeypatch.setenv("MENTOR3AD_CPU_SIMD", level)
+        assert m.build_info()["cpu_simd"] in {"baseline": ("baseline",), "avx2": ("baseline", "avx2"),
+                                              "avx512": ("baseline", "avx2", "avx512")}[level]
+        got[level] = (m.fpfh(pts, nrm, max_nn=40), m.fpfh(pts, nrm, radius=0.12, max_nn=60))
+    for level in ("avx2", "avx512"):
+        assert all(torch.equal(a, b) for a, b in zip(got["baseline"], got[level])), level
+
+
+def test_fpfh_past_the_tabled_neighbour_count():
+    # Up to 1024 neighbours per row the CPU pass reads each bin's sum from a table made once per
+    # call; beyond, a worker makes a row's sums itself (fpfh_cpu.cpp). The whole cloud is every
+    # row's neighbourhood either way, so the bits must be the same.
+    pts, nrm = (t[None] for t in _cloud(1000, 6))
+    assert torch.equal(m.fpfh(pts, nrm, max_nn=1000), m.fpfh(pts, nrm, max_nn=1100))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_rotation_and_translation_invariance(device):
     pts, nrm = _cloud(400, 5)

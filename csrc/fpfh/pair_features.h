@@ -42,9 +42,13 @@ M3AD_HD PairFeatures pair_features(const Vec3d& p1, const Vec3d& n1, const Vec3d
   return {flat ? 0.0 : dot3(w, t), flat ? 0.0 : dot3(u, t), flat ? 0.0 : dot3(v, t), flat ? 0.0 : f2};
 }
 
+// floor(x) clamped to a bin, [0, 10]. Clamped before the conversion, which is undefined out of
+// int's range (x86 gave INT_MIN, so bin 0, where CUDA saturates, so bin 10, for the values of
+// non-unit normals): NaN gives 0 and anything past the last bin 10 on both. In range,
+// truncation is the floor.
 M3AD_HD int clamp_bin(double x) {
-  const int h = static_cast<int>(std::floor(x));
-  return h < 0 ? 0 : (h >= kFpfhBins ? kFpfhBins - 1 : h);
+  const double last = kFpfhBins - 1;
+  return static_cast<int>(x >= last ? last : (x > 0.0 ? x : 0.0));
 }
 
 // The bin of f0 = atan2(y, x), clamp_bin(11 (f0 + pi) / (2 pi)) as open3d computes it, mostly
@@ -80,6 +84,9 @@ M3AD_HD int alpha_bin_of(double s, double y, double x) {
 }
 
 M3AD_HD int alpha_bin(double y, double x) { return alpha_bin_of(diamond_angle(y, x), y, x); }
+
+// The bin of f1 or f2, in [-1, 1].
+M3AD_HD int cosine_bin(double f) { return clamp_bin(11.0 * (f + 1.0) * 0.5); }
 
 template <typename T>
 M3AD_HD Vec3d load3(const T* a) {
@@ -130,8 +137,8 @@ struct SpfhRow {
   // One pair's share: alpha's bin (alpha_bin), then f1's and f2's.
   M3AD_HD void add(int alpha, double f1, double f2) const {
     hist[alpha] += incr;
-    hist[kFpfhBins + clamp_bin(11.0 * (f1 + 1.0) * 0.5)] += incr;
-    hist[2 * kFpfhBins + clamp_bin(11.0 * (f2 + 1.0) * 0.5)] += incr;
+    hist[kFpfhBins + cosine_bin(f1)] += incr;
+    hist[2 * kFpfhBins + cosine_bin(f2)] += incr;
   }
 };
 
@@ -143,6 +150,48 @@ M3AD_HD void spfh_row(const FpfhParams& p, int64_t r) {
     const int64_t j = row.nb[k];
     const PairFeatures f = pair_features(row.pi, row.ni, load3(row.pts + j * 3), load3(row.nrm + j * 3));
     row.add(alpha_bin(f.f0_y, f.f0_x), f.f1, f.f2);
+  }
+}
+
+// A neighbour's SPFH h at squared distance d2 > 0 into the aggregation's sums. One division per
+// neighbour instead of 33 (open3d divides each bin: results differ from it in the last bit only).
+M3AD_HD void add_weighted(double* acc, const double* h, double d2) {
+  const double w = 1.0 / d2;
+  for (int m = 0; m < kFpfhDim; ++m) acc[m] += h[m] * w;
+}
+
+// The aggregation's sums over the neighbours nb[1, n) of the point at pi (coincident ones
+// skipped) into acc: neighbour j's coordinates at xyz + 3 at(j) and SPFH at spfh + 33 at(j), at(j)
+// = j, or row_of[j] where the caller keeps them in row order (the CPU pass).
+template <typename T>
+M3AD_HD void aggregate_neighbours(const Vec3d& pi, const int64_t* nb, int64_t n, const int32_t* row_of,
+                                  const T* xyz, const double* spfh, double* acc) {
+  for (int j = 0; j < kFpfhDim; ++j) acc[j] = 0.0;
+  for (int64_t k = 1; k < n; ++k) {
+    const int64_t j = row_of ? row_of[nb[k]] : nb[k];
+    const Vec3d q = load3(xyz + j * 3);
+    const double dx = q.x - pi.x, dy = q.y - pi.y, dz = q.z - pi.z;
+    const double d2 = dx * dx + dy * dy + dz * dz;
+    if (d2 == 0.0) continue;
+    add_weighted(acc, spfh + j * kFpfhDim, d2);
+  }
+}
+
+// out = own SPFH + the sums with each block renormalised to 100. Each block's total comes from
+// its 11 bins at the end, not summed along with them as open3d does: that running sum was one
+// chain of 11 dependent additions per neighbour, which bound the CPU pass by latency (~48 ->
+// ~32 ms, 100k points, ~50 neighbours, 2 cores); the bins now add independently. The totals
+// differ from open3d's in the last bits.
+template <typename T>
+M3AD_HD void fpfh_finish(const double* acc, const double* own, T* out) {
+  for (int c = 0; c < 3; ++c) {
+    double total = 0.0;
+    for (int m = 0; m < kFpfhBins; ++m) total += acc[c * kFpfhBins + m];
+    const double s = total != 0.0 ? 100.0 / total : 0.0;
+    for (int m = 0; m < kFpfhBins; ++m) {
+      const int j = c * kFpfhBins + m;
+      out[j] = static_cast<T>(acc[j] * s + own[j]);
+    }
   }
 }
 
@@ -159,36 +208,9 @@ M3AD_HD void fpfh_row(const FpfhParams& p, int64_t r) {
   }
   const T* pts = static_cast<const T*>(p.points) + b * p.P * 3;
   const double* spfh = p.spfh + b * p.P * kFpfhDim;
-  const int64_t* nb = p.idx + r * p.K;
-  const Vec3d pi = load3(pts + i * 3);
   double acc[kFpfhDim];
-  for (int j = 0; j < kFpfhDim; ++j) acc[j] = 0.0;
-  for (int64_t k = 1; k < n; ++k) {
-    const int64_t j = nb[k];
-    const Vec3d q = load3(pts + j * 3);
-    const double dx = q.x - pi.x, dy = q.y - pi.y, dz = q.z - pi.z;
-    const double d2 = dx * dx + dy * dy + dz * dz;
-    if (d2 == 0.0) continue;
-    const double* h = spfh + j * kFpfhDim;
-    // One division per neighbour instead of 33 (open3d divides each bin: results differ from
-    // it in the last bit only).
-    const double w = 1.0 / d2;
-    for (int m = 0; m < kFpfhDim; ++m) acc[m] += h[m] * w;
-  }
-  // Each block's total from its 11 bins at the end, not summed along with them as open3d does:
-  // that running sum was one chain of 11 dependent additions per neighbour, which bound the CPU
-  // pass by latency (~48 -> ~32 ms, 100k points, ~50 neighbours, 2 cores); the bins now add
-  // independently. The totals differ from open3d's in the last bits.
-  const double* own = spfh + i * kFpfhDim;
-  for (int c = 0; c < 3; ++c) {
-    double total = 0.0;
-    for (int m = 0; m < kFpfhBins; ++m) total += acc[c * kFpfhBins + m];
-    const double s = total != 0.0 ? 100.0 / total : 0.0;
-    for (int m = 0; m < kFpfhBins; ++m) {
-      const int j = c * kFpfhBins + m;
-      out[j] = static_cast<T>(acc[j] * s + own[j]);
-    }
-  }
+  aggregate_neighbours<T>(load3(pts + i * 3), p.idx + r * p.K, n, nullptr, pts, spfh, acc);
+  fpfh_finish(acc, spfh + i * kFpfhDim, out);
 }
 
 }  // namespace m3ad
