@@ -25,6 +25,7 @@
 #include "knn/knn.h"
 #include "knn/knn_select.h"
 #include "knn/knn_tiles.h"
+#include "knn/morton_order.h"
 #include "knn/row_smallest.h"
 #include "knn/tiles_plan.h"
 #include "metrics/metrics.h"
@@ -537,6 +538,10 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.def("knn_within", &knn_within, nogil);  // CPU
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);
+  m.def("morton_order", [](uintptr_t points, uintptr_t lengths, int64_t B, int64_t P, int dtype, uintptr_t order) {
+    m3ad::morton_order_cpu(as_ptr<const void>(points), as_ptr<const int64_t>(lengths), B, P, m3ad::to_dtype(dtype),
+                           as_ptr<int64_t>(order));
+  }, nogil);  // CPU
   // The feature-space filter's CPU candidate step (ops/_knn_dense.py).
   m.def("row_smallest", [](uintptr_t a, int64_t rows, int64_t n, int64_t k, int dtype, uintptr_t vals,
                            uintptr_t idx) {

@@ -316,6 +316,23 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_neighbors, (pts[None], nrm[None], idx, dists, order, 0.04))
     lo, scale = morton_frame(pts[None], lengths)  # the query order's codes, a custom op too
     torch.library.opcheck(torch.ops.mentor3ad.morton_codes, (pts[None], lengths, lo, scale))
+    torch.library.opcheck(torch.ops.mentor3ad.morton_order, (pts[None], lengths))  # the CPU's order
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cpu_spatial_order_is_the_stable_sort_of_the_codes(dtype):
+    # On the CPU the query order is one C++ call (csrc/knn/morton_order.h) instead of torch's frame
+    # reductions and stable argsort: the same permutation, ragged and empty clouds, duplicates
+    # (equal codes keep index order) and a flat cloud (zero extent on one axis) included.
+    from mentor3ad_ext.ops._spatial import morton_codes, morton_frame, spatial_order
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand((4, 3000, 3), generator=g, dtype=torch.float64).to(dtype)
+    pts[1, 100:200] = pts[1, :100]  # duplicates
+    pts[2, :, 2] = 0.5  # flat
+    lengths = torch.tensor([3000, 2500, 1, 0])
+    want = torch.argsort(morton_codes(pts, lengths, morton_frame(pts, lengths)), dim=1, stable=True)
+    assert torch.equal(spatial_order(pts, lengths), want)
 
 
 def test_torch_compile():

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
-from ._launch import C, device_args, dtype_tag, ptr
+from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 
 _MORTON_BITS = 10  # kMortonBits: 1024 cells per axis, far finer than any neighbourhood
 
@@ -72,8 +72,26 @@ def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     B, P, _ = points.shape
     if P == 0:
         return torch.arange(P, device=points.device).expand(B, 0).clone()
+    if host_kernels(points):
+        return _morton_order(points.contiguous(), lengths.contiguous())
     code = morton_codes(points, lengths, morton_frame(points, lengths))
     return torch.argsort(code, dim=1, stable=True)
+
+
+# The CPU's spatial_order in one C++ call (csrc/knn/morton_order.h): the frame reductions and
+# torch's stable argsort took ~10 ms of FPFH's ~70 ms neighbour search at 100k points (2 cores).
+@torch.library.custom_op("mentor3ad::morton_order", mutates_args=())
+def _morton_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    B, P, _ = points.shape
+    order = torch.empty((B, P), dtype=torch.int64)
+    if order.numel():
+        C().morton_order(ptr(points), ptr(lengths), B, P, dtype_tag(points), ptr(order))
+    return order
+
+
+@_morton_order.register_fake
+def _(points, lengths):
+    return points.new_empty(points.shape[:2], dtype=torch.int64)
 
 
 def gather_points(points: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
