@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/huge_pages.h"
 #include "common/kdtree.h"
 #include "common/parallel.h"
 #include "knn/knn.h"
@@ -128,11 +129,19 @@ void run(const KnnParams& p) {
   if (!with_tree_dim(p.D, [&](auto dim) { run_tree<T, decltype(dim)::value, kNorm>(p); })) run_scan<T, kNorm>(p);
 }
 
+// The (B, P1, K) outputs, before the search's first touch (huge_pages.h).
+void advise_outputs(const KnnParams& p) {
+  const size_t rows = static_cast<size_t>(p.B) * static_cast<size_t>(p.P1) * static_cast<size_t>(p.K);
+  advise_huge_pages(p.idx, rows * sizeof(int64_t));
+  advise_huge_pages(p.dists, rows * (p.dtype == DType::kFloat64 ? sizeof(double) : sizeof(float)));
+}
+
 }  // namespace
 
 void knn_within_cpu(const KnnParams& p, double max_dist) {
   if (p.D != 3 || p.norm != 2) throw std::invalid_argument("knn_within_cpu: 3-D points, squared L2 only");
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
+  advise_outputs(p);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     run_tree<T, 3, 2>(p, static_cast<T>(max_dist));
@@ -142,6 +151,7 @@ void knn_within_cpu(const KnnParams& p, double max_dist) {
 
 void knn_cpu(const KnnParams& p) {
   if (p.B == 0 || p.P1 == 0 || p.K == 0) return;
+  advise_outputs(p);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     if (p.norm == 1) run<T, 1>(p);
