@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 # name -> (one-line help, "module:function" that configures the sub-command's parser)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("synthetic data, dataset checks and conversion", "mentor3ad_ext.data.cli:configure"),
-    "demo": ("synthetic data -> train -> evaluate -> report, in about 5 minutes on a CPU",
+    "demo": ("synthetic data -> train -> evaluate -> report, in about a minute on a 2-core CPU",
              "mentor3ad_ext.train.cli:configure_demo"),
     "train": ("train Mentor3AD (or CFM, or an ablation) per class, then evaluate",
               "mentor3ad_ext.train.cli:configure_train"),
