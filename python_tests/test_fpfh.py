@@ -45,6 +45,17 @@ def test_matches_reference(device, dtype, radius):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_non_unit_normals_bin_like_the_reference(device):
+    # Normals far from unit length put f1 and f2 far past [-1, 1]: their bins clamp to 0 or 10
+    # as the reference's do. (The CPU used to convert the floor to int first, which x86 turns
+    # into INT_MIN past int's range: bin 0 where the reference and CUDA give 10.)
+    pts, nrm = _cloud(120, 3)
+    got = m.fpfh(pts[None].to(device), (nrm * 1e12)[None].to(device), max_nn=16)
+    ref = R.fpfh(pts[None], (nrm * 1e12)[None], max_nn=16)
+    torch.testing.assert_close(got.cpu(), ref, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
     # With a radius, CUDA stops the neighbour search at it (ops.knn._knn_within on the sorted
@@ -130,31 +141,38 @@ def test_cpu_and_cuda_kernels_give_the_same_bits(dtype, monkeypatch):
         assert torch.equal(cuda, cpu), kw
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_cpu_row_order_pass_matches_the_row_functions(dtype):
-    # The CPU passes work on row-order copies when the rows are a permutation of each cloud's
-    # points (always, from our ops) and take the CUDA kernels' row functions otherwise; they must
-    # give the same bits. Ragged batch (offsets per cloud).
+def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0):
+    """The CPU FPFH passes twice over the same neighbourhoods: on row-order copies (the rows a
+    permutation of each cloud's points, as always from our ops) and through the CUDA kernels'
+    row functions (rows that are not: the last cloud's last padding row repeats the one before,
+    so one padding point, no row's neighbour, has no row and its output is unwritten).
+    Returns both outputs on the points written by both."""
     from mentor3ad_ext.ops.fpfh import _fpfh
     from mentor3ad_ext.ops.normals import neighbourhoods
 
+    idx, dists, order = neighbourhoods(pts, lengths, K, radius2)
+    fast = _fpfh(pts, nrm, idx, dists, order, radius2)
+    assert lengths[-1] < pts.shape[1] - 1, "needs two padding points in the last cloud"
+    dup = order.clone()
+    dup[-1, -1] = dup[-1, -2]
+    slow = _fpfh(pts, nrm, idx, dists, dup, radius2)
+    written = torch.ones(pts.shape[:2], dtype=torch.bool)
+    written[-1, order[-1, -1]] = False
+    return fast, fast[written], slow[written]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cpu_row_order_pass_matches_the_row_functions(dtype):
+    # The same bits from both CPU routes (fpfh_cpu.cpp), over a ragged batch (offsets per cloud).
     (p0, n0), (p1, n1) = _cloud(300, 3, dtype), _cloud(260, 4, dtype)
     pts = torch.zeros((2, 300, 3), dtype=dtype)
     nrm = torch.zeros_like(pts)
     pts[0], nrm[0], pts[1, :260], nrm[1, :260] = p0, n0, p1, n1
     lengths = torch.tensor([300, 260])
-    idx, dists, order = neighbourhoods(pts, lengths, 40)
-    fast = _fpfh(pts, nrm, idx, dists, order, -1.0)
-    assert torch.equal(fast, m.fpfh(pts, nrm, lengths, max_nn=40))
-    assert torch.equal(fast[1, 260:], torch.zeros_like(fast[1, 260:]))
-    # Rows past a cloud's length list its padding points, last: repeating one leaves another
-    # padding point without a row, which no row has as a neighbour (only its output is unwritten).
-    dup = order.clone()
-    dup[1, 299] = dup[1, 298]
-    slow = _fpfh(pts, nrm, idx, dists, dup, -1.0)
-    written = torch.ones((2, 300), dtype=torch.bool)
-    written[1, order[1, 299]] = False
-    assert torch.equal(slow[written], fast[written])
+    full, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 40)
+    assert torch.equal(fast, slow)
+    assert torch.equal(full, m.fpfh(pts, nrm, lengths, max_nn=40))
+    assert torch.equal(full[1, 260:], torch.zeros_like(full[1, 260:]))
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -175,11 +193,15 @@ def test_cpu_simd_variants_give_the_same_bits(dtype, monkeypatch):
 
 
 def test_fpfh_past_the_tabled_neighbour_count():
-    # Up to 1024 neighbours per row the CPU pass reads each bin's sum from a table made once per
-    # call; beyond, a worker makes a row's sums itself (fpfh_cpu.cpp). The whole cloud is every
-    # row's neighbourhood either way, so the bits must be the same.
-    pts, nrm = (t[None] for t in _cloud(1000, 6))
-    assert torch.equal(m.fpfh(pts, nrm, max_nn=1000), m.fpfh(pts, nrm, max_nn=1100))
+    # Up to 256 neighbours per row the row-order pass reads each bin's sum from a table made once
+    # per call; rows with more make their own when their count changes (fpfh_cpu.cpp). Against
+    # the row functions, which add pair by pair: rows of 162-399 neighbours within a radius.
+    pts, nrm = (t[None] for t in _cloud(402, 6))
+    lengths = torch.tensor([400])
+    counts = (torch.cdist(pts[0, :400], pts[0, :400]) ** 2 < 0.5).sum(1)
+    assert counts.min() < 256 < counts.max()
+    _, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 400, 0.5)
+    assert torch.equal(fast, slow)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,8 +10,8 @@
 // from our ops) take the CUDA kernels' row functions instead.
 //
 // The SPFH pass gathers a row's neighbours into arrays and computes their pair features in one
-// loop without branches, which the compiler runs in SIMD lanes, then their bins. Every pair of a row
-// adds the same 100 / (n - 1), so a bin that c pairs fall in holds the c-fold sum of it
+// loop without branches, which the compiler runs in SIMD lanes, then their bins. Every pair of a
+// row adds the same 100 / (n - 1), so a bin that c pairs fall in holds the c-fold sum of it
 // (IncrementSums): the pass counts, then reads the sums, with the bits of adding pair by pair.
 // The arithmetic is the CUDA kernel's, operation for operation, so the bits are too.
 #include <cstdint>
@@ -58,16 +58,17 @@ struct RowOrder {
   int64_t row(int64_t b, int64_t P, int64_t j) const { return b * P + row_of[b * P + j]; }
 };
 
-// sums(n)[c]: c additions of 100 / (n - 1), starting from 0, for every n up to K (a table of
-// K^2 / 2 values, up to kTabledK; beyond, a row's own, made when its n differs from the last).
+// sums(n)[c]: c additions of 100 / (n - 1), starting from 0. One table for every n up to
+// min(K, kTabledK) (at most 33k values, made once per call); rows with more neighbours make their
+// own, in the worker's buffer, when their n differs from the last (the buffer's size is its n).
 class IncrementSums {
  public:
-  static constexpr int64_t kTabledK = 1024;
+  static constexpr int64_t kTabledK = 256;
 
   explicit IncrementSums(int64_t K) {
-    if (K > kTabledK) return;
-    start_.assign(static_cast<size_t>(K) + 1, 0);
-    for (int64_t n = 2; n <= K; ++n) {
+    const int64_t tabled = K < kTabledK ? K : kTabledK;
+    start_.assign(static_cast<size_t>(tabled) + 1, 0);
+    for (int64_t n = 2; n <= tabled; ++n) {
       start_[n] = static_cast<int64_t>(table_.size());
       append(n, table_);
     }

@@ -146,14 +146,13 @@ int64_t select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run*
   // The distances first, in a loop the compiler runs in SIMD lanes (sqdist's operations, in its
   // order, x then y then z: identical values to the tree's), then the keys of those that pass.
   T* dist = s.dist.data();
-  for (int k = 0, t = 0; k < nr; t += static_cast<int>(runs[k].end - runs[k].begin), ++k) {
+  for (int64_t k = 0, t = 0; k < nr; t += runs[k].end - runs[k].begin, ++k) {
     const T *x = gx + runs[k].begin, *y = gy + runs[k].begin, *z = gz + runs[k].begin;
     T* out = dist + t;
     const int64_t len = runs[k].end - runs[k].begin;
-    for (int64_t j = 0; j < len; ++j) {
-      const T d = axis_term<T, kNorm>(x[j] - qq[0]) + axis_term<T, kNorm>(y[j] - qq[1]) + axis_term<T, kNorm>(z[j] - qq[2]);
-      out[j] = d;
-    }
+    for (int64_t j = 0; j < len; ++j)
+      out[j] = axis_term<T, kNorm>(x[j] - qq[0]) + axis_term<T, kNorm>(y[j] - qq[1]) +
+               axis_term<T, kNorm>(z[j] - qq[2]);
   }
   // a guess at or past the bound filters nothing the bound does not: one pass over all
   for (bool all = !(guess < std::numeric_limits<T>::infinity()) || (bounded && !(guess < bound));; all = true) {
@@ -164,7 +163,7 @@ int64_t select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run*
     const bool take_all = all && !bounded;
     const T below = strictly_below(bound);
     const T limit = bounded ? (all ? below : std::min(guess, below)) : guess;
-    for (int k = 0, t = 0; k < nr; ++k)
+    for (int64_t k = 0, t = 0; k < nr; ++k)
       for (int64_t j = runs[k].begin; j < runs[k].end; ++j, ++t) {
         const T d = dist[t];
         keys[n] = Key::make(d, gi[j]);
