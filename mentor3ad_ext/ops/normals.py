@@ -92,12 +92,14 @@ def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2:
                    with_dists: bool = True):
     """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order;
     with radius2 >= 0 only those at squared distance < radius2, the prefix the kernels read: the
-    search stops there (`_knn_within`). Without `with_dists`, a bounded search returns an empty
-    dists (the -1 padding marks the end of each row; kernels then take radius2 = -1)."""
+    search stops there (`_knn_within`). Without `with_dists`, dists may come back empty (always
+    with a radius, on the CPU also without: the search then writes no distances; the -1 padding
+    marks the end of each row, and kernels take radius2 = -1)."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
-    if radius2 >= 0 and not with_dists:
-        return _knn_within_idx(queries, points, lengths, lengths, K, radius2), points.new_empty(0), order
+    if not with_dists and (radius2 >= 0 or host_kernels(points)):
+        bound = radius2 if radius2 >= 0 else math.inf  # unbounded: the same rows as _knn's
+        return _knn_within_idx(queries, points, lengths, lengths, K, bound), points.new_empty(0), order
     if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
     else:
