@@ -6,8 +6,10 @@
 Workload (issue 7): N = 100k points of a smooth, slightly noisy surface in random order (an
 unorganized scan); normals from the k = 30 nearest neighbours; FPFH with the hybrid search
 (radius giving ~50 neighbours, max_nn = 100). Every case checks its result against open3d before
-it is timed. Results go to bench/results/<device>-<date>-<time>-descriptors.json with the device, core
-count, thread settings and library versions.
+it is timed, and each case's peak extra memory is measured on one more call (the RSS high-water
+mark on the CPU, the allocator's peak on CUDA; Open3D's FPFH on its timed runs). Results go to
+bench/results/<device>-<date>-<time>-descriptors.json with the device, core count, thread
+settings and library versions.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 import mentor3ad_ext as m
+from mentor3ad_ext.bench._measure import peak_memory
 
 try:
     import open3d as o3d
@@ -75,6 +78,13 @@ def timeit(fn, device, repeat=3):
     return best
 
 
+def peak_mb(fn, device) -> float | None:
+    """Peak extra memory of one call, MiB: the process RSS high-water mark minus the RSS before it
+    on the CPU, the CUDA allocator's peak on a GPU (mentor3ad_ext.bench._measure)."""
+    mem = peak_memory(fn, str(device))[1]
+    return None if mem is None else mem / 2**20
+
+
 def check_normals(ours: torch.Tensor, ref: np.ndarray) -> float:
     """Fraction of points whose normal matches open3d's (both oriented to the origin) to 1e-6
     in float64, 1e-3 in float32 (float32 coordinates alone move a normal by ~1e-4 here)."""
@@ -105,15 +115,20 @@ def run(n: int, threads: int, device: torch.device, repeat: int = 3) -> dict:
         o3d_normals = np.asarray(pc.normals).copy()
         param = o3d.geometry.KDTreeSearchParamHybrid(radius, 100)
         c_n = CPU_TIMES[-1]
+        m_n = peak_mb(lambda: pc.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(30)), device)
         # Seconds a run: the best of two (no warm-up; a single run varied 1.4-2.1 s between runs).
         t_f = c_f = float("inf")
         for _ in range(2):
-            t0, c0 = time.perf_counter(), time.process_time()
-            o3d_fpfh = np.asarray(o3d.pipelines.registration.compute_fpfh_feature(pc, param).data).T.copy()
-            t, c = time.perf_counter() - t0, time.process_time() - c0
+            c0 = time.process_time()
+            feat, mem, _, t = peak_memory(lambda: o3d.pipelines.registration.compute_fpfh_feature(pc, param), "cpu")
+            c = time.process_time() - c0
+            o3d_fpfh = np.asarray(feat.data).T.copy()
             t_f, c_f = (t, c) if t < t_f else (t_f, c_f)
-        rows.append({"case": "normals k=30", "impl": "open3d estimate_normals (float64)", "seconds": t_n, "cpu_seconds": c_n})
-        rows.append({"case": "fpfh ~50 nn", "impl": "open3d compute_fpfh_feature (float64)", "seconds": t_f, "cpu_seconds": c_f})
+            m_f = None if mem is None else mem / 2**20
+        rows.append({"case": "normals k=30", "impl": "open3d estimate_normals (float64)", "seconds": t_n,
+                     "cpu_seconds": c_n, "peak_extra_mb": m_n})
+        rows.append({"case": "fpfh ~50 nn", "impl": "open3d compute_fpfh_feature (float64)", "seconds": t_f,
+                     "cpu_seconds": c_f, "peak_extra_mb": m_f})
 
     for dtype in (torch.float64, torch.float32):
         p = pts.to(device, dtype)[None]
@@ -122,7 +137,8 @@ def run(n: int, threads: int, device: torch.device, repeat: int = 3) -> dict:
         agree_n = check_normals(normals[0], o3d_normals) if o3d_normals is not None else None
         rows.append({"case": "normals k=30", "impl": f"mentor3ad_ext ({name}, {device.type})",
                      "seconds": timeit(lambda: m.estimate_normals(p, k=30), device, repeat),
-                     "cpu_seconds": CPU_TIMES[-1], "agree_with_open3d": agree_n})
+                     "cpu_seconds": CPU_TIMES[-1], "agree_with_open3d": agree_n,
+                     "peak_extra_mb": peak_mb(lambda: m.estimate_normals(p, k=30), device)})
         # FPFH on open3d's normals, so that the comparison isolates the descriptor.
         nrm = torch.from_numpy(o3d_normals).to(device, dtype)[None] if o3d_normals is not None else normals
         feats = m.fpfh(p, nrm, radius=radius, max_nn=100)
@@ -130,7 +146,8 @@ def run(n: int, threads: int, device: torch.device, repeat: int = 3) -> dict:
         agree_f = check_fpfh(feats[0], o3d_fpfh) if o3d_fpfh is not None and dtype == torch.float64 else None
         rows.append({"case": "fpfh ~50 nn", "impl": f"mentor3ad_ext ({name}, {device.type})",
                      "seconds": timeit(lambda: m.fpfh(p, nrm, radius=radius, max_nn=100), device, repeat),
-                     "cpu_seconds": CPU_TIMES[-1], "agree_with_open3d": agree_f})
+                     "cpu_seconds": CPU_TIMES[-1], "agree_with_open3d": agree_f,
+                     "peak_extra_mb": peak_mb(lambda: m.fpfh(p, nrm, radius=radius, max_nn=100), device)})
         if dtype == torch.float64 and o3d_normals is not None:
             assert agree_n > 0.99, f"normals disagree with open3d ({agree_n:.4f})"
             assert agree_f > 0.99, f"FPFH disagrees with open3d ({agree_f:.4f})"
@@ -187,7 +204,9 @@ def main(argv=None) -> int:
     for r in res["rows"]:
         sp = r["speedup_vs_open3d"]
         agree = r.get("agree_with_open3d")
+        mem = r.get("peak_extra_mb")
         print(f"{r['case']:14s} {r['impl']:42s} {r['seconds'] * 1e3:9.1f} ms (cpu {r['cpu_seconds'] * 1e3:8.1f} ms)"
+              + (f"  peak +{mem:6.1f} MiB" if mem is not None else "")
               + (f"  {sp:5.2f}x open3d" if sp else "") + (f"  agree {agree:.4f}" if agree is not None else ""))
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
