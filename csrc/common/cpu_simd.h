@@ -8,9 +8,9 @@ namespace m3ad {
 
 enum class CpuSimd { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 
-// The widest level this CPU runs, lowered to MENTOR3AD_CPU_SIMD (baseline, avx2, avx512) when
-// that is set: for comparisons and for the tests that check that every variant gives the same
-// bits. Read at every call (a getenv), not cached.
+// The widest level this CPU runs, lowered to MENTOR3AD_CPU_SIMD when that is "baseline" or
+// "avx2" (any other value leaves the widest): for comparisons, and for the tests that check that
+// every variant gives the same bits. Read at every call (a getenv), not cached.
 CpuSimd cpu_simd();
 const char* cpu_simd_name(CpuSimd level);
 

@@ -80,7 +80,7 @@ def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 # The CPU's spatial_order in one C++ call (csrc/knn/morton_order.h): the frame reductions and
 # torch's stable argsort took ~10 ms of FPFH's ~70 ms neighbour search at 100k points (2 cores).
-@torch.library.custom_op("mentor3ad::morton_order", mutates_args=())
+@torch.library.custom_op("mentor3ad::morton_order", mutates_args=(), device_types="cpu")
 def _morton_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     B, P, _ = points.shape
     order = torch.empty((B, P), dtype=torch.int64)
