@@ -253,9 +253,13 @@ void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uin
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_cpu, M3AD_CUDA_FN(m3ad::knn_cuda));
 }
 
+// index_bits 32: idx is int32 (KnnParams::idx32).
 void knn_within(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
-                uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t K, double max_dist, int dtype) {
+                uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t K, double max_dist, int dtype,
+                int index_bits) {
   auto p = pair_query<m3ad::KnnParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
+  if (index_bits == 32) p.idx32 = as_ptr<int32_t>(idx), p.idx = nullptr;
+  else if (index_bits != 64) throw std::invalid_argument("knn_within: index_bits must be 32 or 64");
   m3ad::knn_within_cpu(p, max_dist);
 }
 
@@ -348,13 +352,16 @@ void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_i
   dispatch("estimate_normals", p, make_device(device, stream), m3ad::normals_cpu, M3AD_CUDA_FN(m3ad::normals_cuda));
 }
 
+// index_bits 32: idx is int32 (FpfhParams::idx32, CPU only).
 void fpfh(uintptr_t points, uintptr_t normals, uintptr_t idx, uintptr_t dists, uintptr_t query_index,
           uintptr_t workspace, uintptr_t out, int64_t B, int64_t P, int64_t K, double radius2,
-          int dtype, int device, uintptr_t stream) {
+          int dtype, int device, uintptr_t stream, int index_bits) {
   m3ad::FpfhParams p;
   p.points = as_ptr<const void>(points);
   p.normals = as_ptr<const void>(normals);
-  p.idx = as_ptr<const int64_t>(idx);
+  if (index_bits == 32) p.idx32 = as_ptr<const int32_t>(idx);
+  else if (index_bits == 64) p.idx = as_ptr<const int64_t>(idx);
+  else throw std::invalid_argument("fpfh: index_bits must be 32 or 64");
   p.dists = as_ptr<const void>(dists);
   p.query_index = as_ptr<const int64_t>(query_index);
   p.spfh = as_ptr<double>(workspace);

@@ -14,6 +14,11 @@ except Exception:  # pragma: no cover - depends on the environment (libusb, glib
     o3d = None
 
 
+# Tests of the CPU kernels themselves (under the CUDA emulator CPU tensors take the CUDA route).
+cpu_kernels = pytest.mark.skipif(not m.ops._launch.host_kernels(torch.zeros(1)),
+                                 reason="tests the CPU kernels; CPU tensors take the CUDA route under the emulator")
+
+
 def _cloud(n=150, seed=1, dtype=torch.float64):
     # Analytic normals: distinct at every point. (Normals from kNN PCA are bitwise equal at points
     # with the same neighbourhood; for such pairs open3d's choice of the source point, and with it
@@ -79,7 +84,7 @@ def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
     bounded_n = m.estimate_normals(pts, lengths, k=40, radius=0.03)
     plain = normals_op.neighbourhoods
 
-    def unbounded(points, lengths, K, radius2=-1.0, with_dists=True):
+    def unbounded(points, lengths, K, radius2=-1.0, with_dists=True, index32=False):
         idx, dists, order = plain(points, lengths, K)  # all K nearest, then the radius cut
         if radius2 < 0:
             return idx, dists, order
@@ -141,16 +146,19 @@ def test_cpu_and_cuda_kernels_give_the_same_bits(dtype, monkeypatch):
         assert torch.equal(cuda, cpu), kw
 
 
-def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0):
+def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0, index32=False):
     """The CPU FPFH passes twice over the same neighbourhoods: on row-order copies (the rows a
     permutation of each cloud's points, as always from our ops) and through the CUDA kernels'
     row functions (rows that are not: the last cloud's last padding row repeats the one before,
     so one padding point, no row's neighbour, has no row and its output is unwritten).
-    Returns both outputs on the points written by both."""
+    index32: int32 lists from the indices-only search (FPFH's own), else int64 lists with
+    distances. Returns the full output and both outputs on the points written by both."""
     from mentor3ad_ext.ops.fpfh import _fpfh
     from mentor3ad_ext.ops.normals import neighbourhoods
 
-    idx, dists, order = neighbourhoods(pts, lengths, K, radius2)
+    idx, dists, order = neighbourhoods(pts, lengths, K, radius2, with_dists=not index32, index32=index32)
+    assert idx.dtype == (torch.int32 if index32 else torch.int64)
+    radius2 = radius2 if dists.numel() else -1.0  # an indices-only search ends its rows at the radius
     fast = _fpfh(pts, nrm, idx, dists, order, radius2)
     assert lengths[-1] < pts.shape[1] - 1, "needs two padding points in the last cloud"
     dup = order.clone()
@@ -161,20 +169,24 @@ def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0):
     return fast, fast[written], slow[written]
 
 
+@cpu_kernels
+@pytest.mark.parametrize("index32", [False, True])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_cpu_row_order_pass_matches_the_row_functions(dtype):
-    # The same bits from both CPU routes (fpfh_cpu.cpp), over a ragged batch (offsets per cloud).
+def test_cpu_row_order_pass_matches_the_row_functions(dtype, index32):
+    # The same bits from both CPU routes (fpfh_cpu.cpp), over a ragged batch (offsets per cloud),
+    # from int64 lists and from the int32 lists of FPFH's own search.
     (p0, n0), (p1, n1) = _cloud(300, 3, dtype), _cloud(260, 4, dtype)
     pts = torch.zeros((2, 300, 3), dtype=dtype)
     nrm = torch.zeros_like(pts)
     pts[0], nrm[0], pts[1, :260], nrm[1, :260] = p0, n0, p1, n1
     lengths = torch.tensor([300, 260])
-    full, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 40)
+    full, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 40, index32=index32)
     assert torch.equal(fast, slow)
     assert torch.equal(full, m.fpfh(pts, nrm, lengths, max_nn=40))
     assert torch.equal(full[1, 260:], torch.zeros_like(full[1, 260:]))
 
 
+@cpu_kernels
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_cpu_simd_variants_give_the_same_bits(dtype, monkeypatch):
     # The CPU passes' two SIMD loops come in baseline, AVX2 and AVX-512 builds, picked at run
@@ -192,6 +204,19 @@ def test_cpu_simd_variants_give_the_same_bits(dtype, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got["baseline"], got[level])), level
 
 
+def test_int32_lists_are_cpu_only(monkeypatch):
+    # The CUDA kernels read int64 lists: an int32 one off the CPU kernels is refused before any
+    # kernel runs (here: the CPU tensors routed as on CUDA, as under the emulator).
+    from mentor3ad_ext.ops import _launch
+    from mentor3ad_ext.ops.fpfh import _fpfh
+
+    pts, nrm = (t[None] for t in _cloud(30))
+    monkeypatch.setattr(_launch, "EMULATED_CUDA", True)
+    with pytest.raises(ValueError, match="int32 neighbour lists are served by the CPU kernels only"):
+        _fpfh(pts, nrm, torch.zeros((1, 30, 4), dtype=torch.int32), pts.new_empty(0), torch.arange(30)[None], -1.0)
+
+
+@cpu_kernels
 def test_fpfh_past_the_tabled_neighbour_count():
     # Up to 256 neighbours per row the row-order pass reads each bin's sum from a table made once
     # per call; rows with more make their own when their count changes (fpfh_cpu.cpp). Against
@@ -200,7 +225,7 @@ def test_fpfh_past_the_tabled_neighbour_count():
     lengths = torch.tensor([400])
     counts = (torch.cdist(pts[0, :400], pts[0, :400]) ** 2 < 0.5).sum(1)
     assert counts.min() < 256 < counts.max()
-    _, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 400, 0.5)
+    _, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 400, 0.5, index32=True)
     assert torch.equal(fast, slow)
 
 
@@ -339,8 +364,18 @@ def test_opcheck():
     lo, scale = morton_frame(pts[None], lengths)  # the query order's codes, a custom op too
     torch.library.opcheck(torch.ops.mentor3ad.morton_codes, (pts[None], lengths, lo, scale))
     torch.library.opcheck(torch.ops.mentor3ad.morton_order, (pts[None], lengths))  # the CPU's order
+    if not m.ops._launch.host_kernels(pts):
+        return
+    # FPFH's CPU search: int32 indices, the rows of the int64 op
+    q = pts[None].gather(1, order[..., None].expand(-1, -1, 3))
+    args = (q, pts[None], lengths, lengths, 8, 0.01)
+    torch.library.opcheck(torch.ops.mentor3ad.knn_within_idx32, args)
+    assert torch.equal(torch.ops.mentor3ad.knn_within_idx32(*args).long(), torch.ops.mentor3ad.knn_within_idx(*args))
+    torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_neighbors,
+                          (pts[None], nrm[None], torch.ops.mentor3ad.knn_within_idx32(*args), pts.new_empty(0), order, -1.0))
 
 
+@cpu_kernels
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_cpu_spatial_order_is_the_stable_sort_of_the_codes(dtype):
     # On the CPU the query order is one C++ call (csrc/knn/morton_order.h) instead of torch's frame

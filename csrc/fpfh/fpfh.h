@@ -29,6 +29,7 @@ struct FpfhParams {
   const void* points = nullptr;          // (B, P, 3)
   const void* normals = nullptr;         // (B, P, 3), same dtype as points
   const int64_t* idx = nullptr;          // (B, P, K) neighbour indices, sorted by distance
+  const int32_t* idx32 = nullptr;        // the same as int32 instead (CPU only; idx unused then)
   const void* dists = nullptr;           // (B, P, K) squared distances (read when radius2 >= 0)
   const int64_t* query_index = nullptr;  // (B, P) point of each row, or nullptr (identity)
   double* spfh = nullptr;                // workspace: fpfh_workspace_bytes(B, P)

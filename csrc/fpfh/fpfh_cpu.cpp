@@ -128,11 +128,11 @@ using PairFeaturesSoa = decltype(&pair_features_soa);
 // aggregate_neighbours in row order with its sums in registers (a local array, which no pointer
 // can alias): 33 doubles spill from SSE2's 16 registers, not from AVX2's.
 #define M3AD_AGGREGATE_ROW(NAME, ATTR)                                                                \
-  template <typename T>                                                                             \
-  ATTR void NAME(const Vec3d pi, const int64_t* nb, int64_t n, const int32_t* row_of, const T* xyz,  \
+  template <typename T, typename I>                                                                 \
+  ATTR void NAME(const Vec3d pi, const I* nb, int64_t n, const int32_t* row_of, const T* xyz,        \
                  const double* spfh, double* out_acc) {                                             \
     double acc[kFpfhDim];                                                                           \
-    aggregate_neighbours<T>(pi, nb, n, row_of, xyz, spfh, acc);                                     \
+    aggregate_neighbours<T, I>(pi, nb, n, row_of, xyz, spfh, acc);                                  \
     for (int j = 0; j < kFpfhDim; ++j) out_acc[j] = acc[j];                                         \
   }
 M3AD_AGGREGATE_ROW(aggregate_row, )
@@ -140,25 +140,26 @@ M3AD_AGGREGATE_ROW(aggregate_row_avx2, M3AD_TARGET_AVX2)
 M3AD_AGGREGATE_ROW(aggregate_row_avx512, M3AD_TARGET_AVX512)
 
 // The variants of the two SIMD loops for this CPU (cpu_simd.h): wider lanes, the same bits.
-template <typename T>
+// I: the index type of the neighbour lists.
+template <typename T, typename I>
 struct SimdLoops {
   PairFeaturesSoa pairs = pair_features_soa;
-  decltype(&aggregate_row<T>) aggregate = aggregate_row<T>;
+  decltype(&aggregate_row<T, I>) aggregate = aggregate_row<T, I>;
   explicit SimdLoops(CpuSimd level) {
-    if (level == CpuSimd::kAvx512) pairs = pair_features_soa_avx512, aggregate = aggregate_row_avx512<T>;
-    if (level == CpuSimd::kAvx2) pairs = pair_features_soa_avx2, aggregate = aggregate_row_avx2<T>;
+    if (level == CpuSimd::kAvx512) pairs = pair_features_soa_avx512, aggregate = aggregate_row_avx512<T, I>;
+    if (level == CpuSimd::kAvx2) pairs = pair_features_soa_avx2, aggregate = aggregate_row_avx2<T, I>;
   }
 };
 
-template <typename T>
-void spfh_row_ordered(const FpfhParams& p, const RowOrder<T>& ro, const IncrementSums& sums, int64_t r,
-                      SpfhScratch& sc, const SimdLoops<T>& simd) {
+template <typename T, typename I>
+void spfh_row_ordered(const FpfhParams& p, const I* idx, const RowOrder<T>& ro, const IncrementSums& sums,
+                      int64_t r, SpfhScratch& sc, const SimdLoops<T, I>& simd) {
   double* hist = p.spfh + r * kFpfhDim;
   for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
-  const int64_t n = fpfh_row_neighbours<T>(p, r);
+  const int64_t n = row_neighbour_count<T>(p, idx, r);
   if (n <= 1) return;
   const int64_t b = r / p.P, m = n - 1;
-  const int64_t* nb = p.idx + r * p.K + 1;
+  const I* nb = idx + r * p.K + 1;
   sc.reserve(p.K);
   for (int64_t k = 0; k < m; ++k) {
     const int64_t q = ro.row(b, p.P, nb[k]) * 3;
@@ -179,21 +180,37 @@ void spfh_row_ordered(const FpfhParams& p, const RowOrder<T>& ro, const Incremen
   for (int j = 0; j < kFpfhDim; ++j) hist[j] = s[count[j]];
 }
 
-template <typename T>
-void fpfh_row_ordered(const FpfhParams& p, const RowOrder<T>& ro, int64_t r, const SimdLoops<T>& simd) {
+template <typename T, typename I>
+void fpfh_row_ordered(const FpfhParams& p, const I* idx, const RowOrder<T>& ro, int64_t r,
+                      const SimdLoops<T, I>& simd) {
   const int64_t b = r / p.P;
   T* out = static_cast<T*>(p.out) + (b * p.P + fpfh_row_point(p, r)) * kFpfhDim;
-  const int64_t n = fpfh_row_neighbours<T>(p, r);
+  const int64_t n = row_neighbour_count<T>(p, idx, r);
   if (n <= 1) {
     for (int j = 0; j < kFpfhDim; ++j) out[j] = T(0);
     return;
   }
   const Vec3d pi = load3(ro.xyz.data() + r * 3);
-  const int64_t* nb = p.idx + r * p.K;
+  const I* nb = idx + r * p.K;
   double acc[kFpfhDim];
   const double* spfh = p.spfh + b * p.P * kFpfhDim;
   simd.aggregate(pi, nb, n, ro.row_of.data() + b * p.P, ro.xyz.data() + b * p.P * 3, spfh, acc);
   fpfh_finish(acc, p.spfh + r * kFpfhDim, out);
+}
+
+// The row-order passes over lists of index type I (p.idx, or p.idx32).
+template <typename T, typename I>
+void ordered_passes(const FpfhParams& p, const I* idx, const RowOrder<T>& ro) {
+  const int64_t rows = p.B * p.P;
+  const IncrementSums sums(p.K);
+  const SimdLoops<T, I> simd(cpu_simd());
+  parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
+    SpfhScratch sc;
+    for (int64_t r = r0; r < r1; ++r) spfh_row_ordered<T>(p, idx, ro, sums, r, sc, simd);
+  });
+  parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) fpfh_row_ordered<T>(p, idx, ro, r, simd);
+  });
 }
 
 }  // namespace
@@ -204,23 +221,23 @@ void fpfh_cpu(const FpfhParams& p) {
     using T = decltype(tag);
     const int64_t rows = p.B * p.P;
     RowOrder<T> ro;
-    if (!ro.build(p)) {
-      parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) spfh_row<T>(p, r);
-      });
-      parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) fpfh_row<T>(p, r);
-      });
+    if (ro.build(p)) {
+      if (p.idx32) ordered_passes<T>(p, p.idx32, ro);
+      else ordered_passes<T>(p, p.idx, ro);
       return 0;
     }
-    const IncrementSums sums(p.K);
-    const SimdLoops<T> simd(cpu_simd());
+    // The row functions read int64 lists.
+    std::vector<int64_t> wide;
+    FpfhParams q = p;
+    if (p.idx32) {
+      wide.assign(p.idx32, p.idx32 + rows * p.K);
+      q.idx = wide.data(), q.idx32 = nullptr;
+    }
     parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
-      SpfhScratch sc;
-      for (int64_t r = r0; r < r1; ++r) spfh_row_ordered<T>(p, ro, sums, r, sc, simd);
+      for (int64_t r = r0; r < r1; ++r) spfh_row<T>(q, r);
     });
     parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) fpfh_row_ordered<T>(p, ro, r, simd);
+      for (int64_t r = r0; r < r1; ++r) fpfh_row<T>(q, r);
     });
     return 0;
   });

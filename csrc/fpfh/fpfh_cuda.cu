@@ -4,6 +4,8 @@
 // ulp, which can move a pair across a bin edge only when its angle lies within ~1e-16 of it.
 #include <cuda_runtime.h>
 
+#include <stdexcept>
+
 #include "common/cuda_utils.cuh"
 #include "fpfh/pair_features.h"
 
@@ -25,6 +27,7 @@ __global__ void fpfh_kernel(FpfhParams p) {
 }  // namespace
 
 void fpfh_cuda(const FpfhParams& p, const Device& dev) {
+  if (p.idx32) throw std::invalid_argument("fpfh: int32 neighbour lists are CPU only");
   if (p.B == 0 || p.P == 0) return;
   DeviceGuard guard(dev.index);
   const unsigned grid = blocks_for(p.B * p.P, kThreads);

@@ -93,11 +93,16 @@ M3AD_HD Vec3d load3(const T* a) {
   return {static_cast<double>(a[0]), static_cast<double>(a[1]), static_cast<double>(a[2])};
 }
 
+// Row r's neighbour count in the lists idx (p.idx, or the CPU's p.idx32).
+template <typename T, typename I>
+M3AD_HD int64_t row_neighbour_count(const FpfhParams& p, const I* idx, int64_t r) {
+  return neighbour_count<T>(idx + r * p.K, p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr, p.K,
+                            p.P, p.radius2 >= 0 && p.dists, static_cast<T>(p.radius2));
+}
+
 template <typename T>
 M3AD_HD int64_t fpfh_row_neighbours(const FpfhParams& p, int64_t r) {
-  return neighbour_count<T>(p.idx + r * p.K,
-                            p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr, p.K,
-                            p.P, p.radius2 >= 0 && p.dists, static_cast<T>(p.radius2));
+  return row_neighbour_count<T>(p, p.idx, r);
 }
 
 // Row r's point index, or -1 when out of range (never written then).
@@ -163,8 +168,8 @@ M3AD_HD void add_weighted(double* acc, const double* h, double d2) {
 // The aggregation's sums over the neighbours nb[1, n) of the point at pi (coincident ones
 // skipped) into acc: neighbour j's coordinates at xyz + 3 at(j) and SPFH at spfh + 33 at(j), at(j)
 // = j, or row_of[j] where the caller keeps them in row order (the CPU pass).
-template <typename T>
-M3AD_HD void aggregate_neighbours(const Vec3d& pi, const int64_t* nb, int64_t n, const int32_t* row_of,
+template <typename T, typename I>
+M3AD_HD void aggregate_neighbours(const Vec3d& pi, const I* nb, int64_t n, const int32_t* row_of,
                                   const T* xyz, const double* spfh, double* acc) {
   for (int j = 0; j < kFpfhDim; ++j) acc[j] = 0.0;
   for (int64_t k = 1; k < n; ++k) {

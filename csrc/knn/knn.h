@@ -17,6 +17,9 @@ namespace m3ad {
 struct KnnParams : PairQuery {
   int norm = 2;         // 2: squared Euclidean, 1: L1
   int select_mode = 0;  // CUDA block-select path: KnnSelectMode (knn/knn_select.h), auto by size
+  // knn_within_cpu only: when set, the indices go here as int32 (idx unused): FPFH's padded
+  // (P, max_nn) list at half the memory.
+  int32_t* idx32 = nullptr;
 };
 
 void knn_cpu(const KnnParams& p);

@@ -83,6 +83,7 @@ void run_tree(const KnnParams& p, T bound) {
   });
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
     Best heap(p.K);
+    std::vector<int64_t> row(p.idx32 ? static_cast<size_t>(p.K) : 0);  // before narrowing to idx32
     for (int64_t s = r0; s < r1; ++s) {
       const int64_t b = s / p.P1, i = s % p.P1;
       const int64_t q = i < static_cast<int64_t>(orders[b].size()) ? orders[b][i] : i;
@@ -92,7 +93,8 @@ void run_tree(const KnnParams& p, T bound) {
       heap.clear();
       if (valid && !trees[b]->empty())
         tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap, strictly_below(bound));
-      heap.write_sorted(dists ? dists + r * p.K : nullptr, p.idx + r * p.K);
+      heap.write_sorted(dists ? dists + r * p.K : nullptr, p.idx32 ? row.data() : p.idx + r * p.K);
+      if (p.idx32) std::copy(row.begin(), row.end(), p.idx32 + r * p.K);
     }
   });
 }
@@ -133,6 +135,7 @@ void run(const KnnParams& p) {
 void advise_outputs(const KnnParams& p) {
   const size_t rows = static_cast<size_t>(p.B) * static_cast<size_t>(p.P1) * static_cast<size_t>(p.K);
   advise_huge_pages(p.idx, rows * sizeof(int64_t));
+  advise_huge_pages(p.idx32, rows * sizeof(int32_t));
   advise_huge_pages(p.dists, rows * (p.dtype == DType::kFloat64 ? sizeof(double) : sizeof(float)));
 }
 

@@ -284,7 +284,8 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree, T b
       [&](int64_t i, const T* d, const int64_t* idx) {
         const int64_t r = b * p.P1 + i;
         if (dists) std::copy(d, d + K, dists + r * K);
-        std::copy(idx, idx + K, p.idx + r * K);
+        if (p.idx32) std::copy(idx, idx + K, p.idx32 + r * K);
+        else std::copy(idx, idx + K, p.idx + r * K);
       },
       bound);
 }

@@ -9,8 +9,8 @@ namespace m3ad {
 
 // Number of leading neighbours of a row that count: valid indices (in range of the cloud) and,
 // with a radius, squared distance strictly below radius2 (the list is sorted by distance).
-template <typename T>
-M3AD_HD int64_t neighbour_count(const int64_t* idx, const T* dists, int64_t K, int64_t P,
+template <typename T, typename I>
+M3AD_HD int64_t neighbour_count(const I* idx, const T* dists, int64_t K, int64_t P,
                                 bool use_radius, T r2) {
   int64_t n = 0;
   while (n < K && idx[n] >= 0 && idx[n] < P && (!use_radius || dists[n] < r2)) ++n;

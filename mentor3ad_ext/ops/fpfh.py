@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import _checks as ck
-from ._launch import C, device_args, dtype_tag, ptr, workspace
+from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
 from ._spatial import check_organized, pack_organized, unpack_organized
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
 
@@ -26,8 +26,11 @@ def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists:
     if out.numel():
         ws = workspace(C().fpfh_workspace_bytes(B, P), points)
         dev, stream = device_args(points)
+        if idx.dtype == torch.int32 and not host_kernels(points):
+            raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
         C().fpfh(ptr(points), ptr(normals), ptr(idx), ptr(dists), ptr(query_index), ptr(ws), ptr(out),
-                 B, P, idx.shape[2], float(radius2), dtype_tag(points), dev, stream)
+                 B, P, idx.shape[2], float(radius2), dtype_tag(points), dev, stream,
+                 32 if idx.dtype == torch.int32 else 64)
     return out
 
 
@@ -39,7 +42,7 @@ def _(points, normals, idx, dists, query_index, radius2):
 
 def _compute(points, normals, lengths, radius, max_nn):
     # With a radius the search's rows end at it, so the kernels need no distances (radius2 -1).
-    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False)
+    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False, index32=True)
     return _fpfh(points, normals, idx, dists, order, -1.0)
 
 

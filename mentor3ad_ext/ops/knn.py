@@ -123,10 +123,12 @@ def _(p1, p2, lengths1, lengths2, K, norm):
 
 
 def _knn_within_host(p1, p2, lengths1, lengths2, K: int, max_dist: float, idx, dists=None) -> None:
-    """The CPU kernels' bounded 3-D search into idx, and into dists unless None (none written)."""
+    """The CPU kernels' bounded 3-D search into idx (int64, or int32), and into dists unless None
+    (none written)."""
     p1, p2 = p1.contiguous(), p2.contiguous()
     C().knn_within(ptr(p1), ptr(p2), ptr(lengths1), ptr(lengths2), 0 if dists is None else ptr(dists), ptr(idx),
-                   p1.shape[0], p1.shape[1], p2.shape[1], K, max_dist, dtype_tag(p1))
+                   p1.shape[0], p1.shape[1], p2.shape[1], K, max_dist, dtype_tag(p1),
+                   32 if idx.dtype == torch.int32 else 64)
 
 
 @torch.library.custom_op("mentor3ad::knn_within", mutates_args=())
@@ -175,6 +177,22 @@ def _knn_within_idx(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, 
 @_knn_within_idx.register_fake
 def _(p1, p2, lengths1, lengths2, K, max_dist):
     return _outputs(p1, K)[1]
+
+
+@torch.library.custom_op("mentor3ad::knn_within_idx32", mutates_args=(), device_types="cpu")
+def _knn_within_idx32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
+                      K: int, max_dist: float) -> torch.Tensor:
+    """`_knn_within_idx` as int32 (CPU, 3-D): FPFH's padded (P, max_nn) list at half the memory
+    (100k x 100: 40 instead of 80 MB)."""
+    idx = torch.empty((p1.shape[0], p1.shape[1], K), dtype=torch.int32)
+    if idx.numel():
+        _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx)
+    return idx
+
+
+@_knn_within_idx32.register_fake
+def _(p1, p2, lengths1, lengths2, K, max_dist):
+    return p1.new_empty((p1.shape[0], p1.shape[1], K), dtype=torch.int32)
 
 
 def pair_distance_backward(p1, p2, idx, grad_dists, norm: int, needs_p1: bool = True, needs_p2: bool = True):

@@ -14,7 +14,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn, _knn_within, _knn_within_idx
+from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -89,17 +89,19 @@ def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
 
 
 def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0,
-                   with_dists: bool = True):
+                   with_dists: bool = True, index32: bool = False):
     """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order;
     with radius2 >= 0 only those at squared distance < radius2, the prefix the kernels read: the
     search stops there (`_knn_within`). Without `with_dists`, dists may come back empty (always
     with a radius, on the CPU also without: the search then writes no distances; the -1 padding
-    marks the end of each row, and kernels take radius2 = -1)."""
+    marks the end of each row, and kernels take radius2 = -1). `index32` (without dists): int32
+    indices where the CPU kernels serve (for kernels that take them: FPFH's)."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     if not with_dists and (radius2 >= 0 or host_kernels(points)):
         bound = radius2 if radius2 >= 0 else math.inf  # unbounded: the same rows as _knn's
-        return _knn_within_idx(queries, points, lengths, lengths, K, bound), points.new_empty(0), order
+        search = _knn_within_idx32 if index32 and host_kernels(points) else _knn_within_idx
+        return search(queries, points, lengths, lengths, K, bound), points.new_empty(0), order
     if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
     else:
