@@ -192,3 +192,24 @@ def test_cpu_search_kernel_equals_knn_then_pca(dtype, n, k, radius):
     n_ref, c_ref = _two_step(pts, lengths, k, radius, vp)
     assert torch.equal(n_got, n_ref) and torch.equal(c_got, c_ref)
     assert (n_got[1, n - 400:] == 0).all() and (c_got[1, n - 400:] == 0).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_grid_searches_equal_one_cloud_at_a_time(threads):
+    # With at least two clouds of about equal size per thread, the CPU grid searches (kNN and the
+    # normals' own search) run whole clouds in parallel (common/parallel.h, for_clouds), else one
+    # cloud at a time on all threads: the same bits either way, and as searching each alone.
+    old = m.get_num_threads()
+    m.set_num_threads(threads)
+    try:
+        pts = torch.stack([wavy_surface(3000, seed) for seed in range(4)]).double()
+        lengths = torch.tensor([3000, 2900, 2800, 3000])
+        knn = m.knn_points(pts, pts, lengths, lengths, K=12)
+        nrm = m.estimate_normals(pts, lengths, k=12)
+        for b in range(4):
+            n = int(lengths[b])
+            one = m.knn_points(pts[b:b + 1, :n], pts[b:b + 1, :n], K=12)
+            assert torch.equal(knn.idx[b, :n], one.idx[0]) and torch.equal(knn.dists[b, :n], one.dists[0])
+            assert torch.equal(nrm[b, :n], m.estimate_normals(pts[b:b + 1, :n], k=12)[0])
+    finally:
+        m.set_num_threads(old)

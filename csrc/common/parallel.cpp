@@ -4,6 +4,8 @@
 // launched right after any torch op ran several times slower on a 2-core machine).
 #include "common/parallel.h"
 
+#include "common/launch.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -56,6 +58,18 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+void for_clouds(int64_t B, int64_t P, const int64_t* lengths, const std::function<void(int64_t, int64_t)>& body) {
+  if (B <= 0) return;
+  int64_t total = 0, largest = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = clamp_len(lengths, b, P);
+    total += n, largest = std::max(largest, n);
+  }
+  const bool by_cloud = B >= 2 * int64_t{g_threads.load()} && largest * B <= 2 * total;
+  if (by_cloud) parallel_for(B, 1, body);
+  else body(0, B);
 }
 
 void parallel_team(int threads, const std::function<void(int, int)>& body) {

@@ -75,7 +75,9 @@ void run_tree(const KnnParams& p, T bound) {
   // Clouds with many queries go through the cell grid; their valid rows are then written.
   std::vector<char> gridded(static_cast<size_t>(p.B), 0);
   if constexpr (D == 3)
-    for (int64_t b = 0; b < p.B; ++b) gridded[b] = knn_grid_cloud<T, kNorm>(p, b, *trees[b], bound);
+    for_clouds(p.B, p.P2, p.lengths2, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) gridded[b] = knn_grid_cloud<T, kNorm>(p, b, *trees[b], bound);
+    });
   std::vector<std::vector<int64_t>> orders(p.B);
   parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)

@@ -40,23 +40,25 @@ void run(const NormalsParams& p) {
   const bool use_radius = p.radius2 >= 0;
   const T r2 = static_cast<T>(p.radius2);
   const T bound = use_radius ? r2 : std::numeric_limits<T>::infinity();
-  for (int64_t b = 0; b < p.B; ++b) {
-    const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
-    T* normals = static_cast<T*>(p.normals) + b * p.P * 3;
-    T* curvature = p.curvature ? static_cast<T*>(p.curvature) + b * p.P : nullptr;
-    const int64_t n = clamp_len(p.lengths, b, p.P);
-    std::fill(normals + n * 3, normals + p.P * 3, T(0));  // padding points
-    if (curvature) std::fill(curvature + n, curvature + p.P, T(0));
-    if (n == 0) continue;
-    const KdTree<T, 3> tree(cloud, n, kKnnLeaf);
-    const auto row = [&](int64_t i, const T* d, const int64_t* idx) {
-      normal_from_list<T>(cloud, n, idx, d, p.K, use_radius, r2, cloud + i * 3, p.orient, p.viewpoint,
-                          normals + i * 3, curvature ? curvature + i : nullptr);
-    };
-    if (knn_grid_each<T, 2>(cloud, n, cloud, n, p.K, tree, row, bound)) continue;
-    if (p.K <= kSortedMaxK) tree_rows<T, SortedTopK<T>>(tree, cloud, n, p.K, bound, row);
-    else tree_rows<T, TopK<T>>(tree, cloud, n, p.K, bound, row);
-  }
+  for_clouds(p.B, p.P, p.lengths, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
+      T* normals = static_cast<T*>(p.normals) + b * p.P * 3;
+      T* curvature = p.curvature ? static_cast<T*>(p.curvature) + b * p.P : nullptr;
+      const int64_t n = clamp_len(p.lengths, b, p.P);
+      std::fill(normals + n * 3, normals + p.P * 3, T(0));  // padding points
+      if (curvature) std::fill(curvature + n, curvature + p.P, T(0));
+      if (n == 0) continue;
+      const KdTree<T, 3> tree(cloud, n, kKnnLeaf);
+      const auto row = [&](int64_t i, const T* d, const int64_t* idx) {
+        normal_from_list<T>(cloud, n, idx, d, p.K, use_radius, r2, cloud + i * 3, p.orient, p.viewpoint,
+                            normals + i * 3, curvature ? curvature + i : nullptr);
+      };
+      if (knn_grid_each<T, 2>(cloud, n, cloud, n, p.K, tree, row, bound)) continue;
+      if (p.K <= kSortedMaxK) tree_rows<T, SortedTopK<T>>(tree, cloud, n, p.K, bound, row);
+      else tree_rows<T, TopK<T>>(tree, cloud, n, p.K, bound, row);
+    }
+  });
 }
 
 }  // namespace
