@@ -214,6 +214,9 @@ def test_int32_lists_are_cpu_only(monkeypatch):
     monkeypatch.setattr(_launch, "EMULATED_CUDA", True)
     with pytest.raises(ValueError, match="int32 neighbour lists are served by the CPU kernels only"):
         _fpfh(pts, nrm, torch.zeros((1, 30, 4), dtype=torch.int32), pts.new_empty(0), torch.arange(30)[None], -1.0)
+    monkeypatch.setattr(_launch, "EMULATED_CUDA", False)
+    with pytest.raises(ValueError, match=r"knn_within_idx32: 3-D points only, got p1 \(1, 30, 2\)"):
+        torch.ops.mentor3ad.knn_within_idx32(pts[..., :2], pts[..., :2], torch.tensor([30]), torch.tensor([30]), 4, 1.0)
 
 
 @cpu_kernels

@@ -155,9 +155,11 @@ template <typename T, typename I>
 void spfh_row_ordered(const FpfhParams& p, const I* idx, const RowOrder<T>& ro, const IncrementSums& sums,
                       int64_t r, SpfhScratch& sc, const SimdLoops<T, I>& simd) {
   double* hist = p.spfh + r * kFpfhDim;
-  for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
   const int64_t n = row_neighbour_count<T>(p, idx, r);
-  if (n <= 1) return;
+  if (n <= 1) {  // (else every bin is written from the counts below)
+    for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
+    return;
+  }
   const int64_t b = r / p.P, m = n - 1;
   const I* nb = idx + r * p.K + 1;
   sc.reserve(p.K);

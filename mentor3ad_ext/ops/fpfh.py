@@ -23,11 +23,11 @@ def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists:
           query_index: torch.Tensor, radius2: float) -> torch.Tensor:
     B, P, _ = points.shape
     out = torch.empty((B, P, FPFH_DIM), dtype=points.dtype, device=points.device)
+    if idx.dtype == torch.int32 and not host_kernels(points):
+        raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     if out.numel():
         ws = workspace(C().fpfh_workspace_bytes(B, P), points)
         dev, stream = device_args(points)
-        if idx.dtype == torch.int32 and not host_kernels(points):
-            raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
         C().fpfh(ptr(points), ptr(normals), ptr(idx), ptr(dists), ptr(query_index), ptr(ws), ptr(out),
                  B, P, idx.shape[2], float(radius2), dtype_tag(points), dev, stream,
                  32 if idx.dtype == torch.int32 else 64)
