@@ -330,13 +330,19 @@ void coalesce_rows(uintptr_t idx, uintptr_t w, uintptr_t out_idx, uintptr_t out_
   m3ad::coalesce_rows_cpu(p);  // CPU only: the CUDA path gathers uncoalesced rows
 }
 
+// index_bits 32: idx is int32 (NormalsParams::idx32, CPU only); row_stride: NormalsParams's.
 void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_index, uintptr_t lengths,
              uintptr_t out_normals, uintptr_t out_curvature, int64_t B, int64_t P, int64_t K,
              double radius2, bool orient, double vx, double vy, double vz, int dtype, int device,
-             uintptr_t stream) {
+             uintptr_t stream, int index_bits, int64_t row_stride) {
   m3ad::NormalsParams p;
   p.points = as_ptr<const void>(points);
-  p.idx = as_ptr<const int64_t>(idx);
+  if (index_bits == 32) p.idx32 = as_ptr<const int32_t>(idx);
+  else if (index_bits == 64) p.idx = as_ptr<const int64_t>(idx);
+  else throw std::invalid_argument("estimate_normals: index_bits must be 32 or 64");
+  if (row_stride != 0 && row_stride < K)
+    throw std::invalid_argument("estimate_normals: row_stride must be 0 or >= K");
+  p.row_stride = row_stride;
   p.dists = as_ptr<const void>(dists);
   p.query_index = as_ptr<const int64_t>(query_index);
   p.lengths = as_ptr<const int64_t>(lengths);
@@ -347,7 +353,7 @@ void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_i
   p.orient = orient;
   p.viewpoint[0] = vx, p.viewpoint[1] = vy, p.viewpoint[2] = vz;
   p.dtype = m3ad::to_dtype(dtype);
-  if (!p.idx && device >= 0)
+  if (!p.idx && !p.idx32 && device >= 0)
     throw std::invalid_argument("estimate_normals: the neighbour search inside the kernel is CPU only");
   dispatch("estimate_normals", p, make_device(device, stream), m3ad::normals_cpu, M3AD_CUDA_FN(m3ad::normals_cuda));
 }

@@ -168,6 +168,35 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.mentor3ad.normals_search, (pts, lengths, 8, 0.01, True, [0.0, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("radius", [None, 0.06])
+def test_from_neighbors_reads_row_prefixes_in_place(device, radius):
+    # fpfh_organized hands the normals the prefix idx[..., :k] of FPFH's longer rows (a view, read
+    # at the rows' stride) and, on the CPU, int32 lists: the bits of the contiguous int64 prefix.
+    from mentor3ad_ext.ops._launch import host_kernels
+    from mentor3ad_ext.ops.normals import _normals, _radius2, neighbourhoods
+
+    pts = torch.stack([wavy_surface(700, seed=5), wavy_surface(700, seed=6)]).double().to(device)
+    lengths = torch.tensor([700, 520], device=device)
+    idx, dists, order = neighbourhoods(pts, lengths, 24)
+    r2, vp = _radius2(radius), [0.5, 0.5, -1.0]
+    k = 10
+    want = _normals(pts, idx[..., :k].contiguous(), dists[..., :k].contiguous(), order, r2, True, vp)
+    assert (want[0].norm(dim=-1) > 0).any()
+    for got in (_normals(pts, idx[..., :k], dists[..., :k], order, r2, True, vp),
+                _normals(pts, idx.transpose(1, 2).contiguous().transpose(1, 2)[..., :k], dists[..., :k], order,
+                         r2, True, vp)):  # rows not evenly spaced in one buffer: copied first
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    if host_kernels(pts) and radius is None:
+        got = _normals(pts, idx.int()[..., :k], dists.new_empty(0), order, -1.0, True, vp)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(TypeError, match="idx must be int32 or int64, got torch.float32"):
+        _normals(pts, idx.float(), dists, order, r2, True, vp)
+    if not host_kernels(pts):
+        with pytest.raises(ValueError, match="int32 neighbour lists are served by the CPU kernels only"):
+            _normals(pts, idx.int(), dists, order, r2, True, vp)
+
+
 def _two_step(pts, lengths, k, radius, viewpoint):
     """knn_points + the normals-from-neighbours kernel: what the CPU's searching kernel replaces."""
     from mentor3ad_ext.ops.normals import _normals, _radius2, neighbourhoods

@@ -20,8 +20,8 @@ M3AD_HD int64_t neighbour_count(const I* idx, const T* dists, int64_t K, int64_t
 // The normal and curvature of the point at `self` from its neighbour list nb[0, K) (sorted by
 // distance, -1 padded, indices into `cloud` of P points), written to out_normal[0..2] and
 // *out_curvature (when not null).
-template <typename T>
-M3AD_HD void normal_from_list(const T* cloud, int64_t P, const int64_t* nb, const T* dists, int64_t K,
+template <typename T, typename I>
+M3AD_HD void normal_from_list(const T* cloud, int64_t P, const I* nb, const T* dists, int64_t K,
                               bool use_radius, T r2, const T* self, bool orient, const double* viewpoint,
                               T* out_normal, T* out_curvature) {
   const int64_t n = neighbour_count<T>(nb, dists, K, P, use_radius && dists, r2);
@@ -58,16 +58,18 @@ M3AD_HD void normal_from_list(const T* cloud, int64_t P, const int64_t* nb, cons
   if (out_curvature) *out_curvature = static_cast<T>(e.curvature);
 }
 
-template <typename T>
-M3AD_HD void normal_row(const NormalsParams& p, int64_t r) {
+// Row r of the lists in p (idx, of index type I: p.idx or p.idx32).
+template <typename T, typename I>
+M3AD_HD void normal_row(const NormalsParams& p, const I* idx, int64_t r) {
   const int64_t b = r / p.P;
   const int64_t row = r % p.P;
   int64_t i = p.query_index ? p.query_index[r] : row;
   if (i < 0 || i >= p.P) return;  // the adapter guarantees a permutation; never write outside
   const T* cloud = static_cast<const T*>(p.points) + b * p.P * 3;
-  const T* dists = p.dists ? static_cast<const T*>(p.dists) + r * p.K : nullptr;
+  const int64_t ld = p.row_stride > 0 ? p.row_stride : p.K;
+  const T* dists = p.dists ? static_cast<const T*>(p.dists) + r * ld : nullptr;
   T* curvature = p.curvature ? static_cast<T*>(p.curvature) + b * p.P + i : nullptr;
-  normal_from_list<T>(cloud, p.P, p.idx + r * p.K, dists, p.K, p.radius2 >= 0, static_cast<T>(p.radius2),
+  normal_from_list<T, I>(cloud, p.P, idx + r * ld, dists, p.K, p.radius2 >= 0, static_cast<T>(p.radius2),
                       cloud + i * 3, p.orient, p.viewpoint, static_cast<T*>(p.normals) + (b * p.P + i) * 3,
                       curvature);
 }

@@ -25,13 +25,17 @@ namespace m3ad {
 struct NormalsParams {
   const void* points = nullptr;          // (B, P, 3)
   const int64_t* idx = nullptr;          // (B, P, K) neighbour indices into the same cloud, or
-                                         // nullptr: search them (CPU only; see above)
+                                         // nullptr (and idx32 nullptr): search them (CPU only)
+  const int32_t* idx32 = nullptr;        // the same as int32 instead (CPU only; idx unused then)
   const int64_t* lengths = nullptr;      // (B,) valid points per cloud, for the search
   const void* dists = nullptr;           // (B, P, K) squared distances (read when radius2 >= 0)
   const int64_t* query_index = nullptr;  // (B, P) point of each row, or nullptr (identity)
   void* normals = nullptr;               // (B, P, 3) output, input dtype
   void* curvature = nullptr;             // (B, P) output, input dtype
   int64_t B = 0, P = 0, K = 0;
+  int64_t row_stride = 0;                // elements from one row of idx (and dists) to the next;
+                                         // 0: K. Larger: read the first K of longer rows (FPFH's
+                                         // lists, whose prefix is the normals' neighbourhood)
   double radius2 = -1.0;                 // < 0: every listed neighbour counts
   double viewpoint[3] = {0.0, 0.0, 0.0};
   bool orient = true;

@@ -2,6 +2,8 @@
 // (shared code in normal_from_neighbors.h, nvcc with --fmad=false).
 #include <cuda_runtime.h>
 
+#include <stdexcept>
+
 #include "common/cuda_utils.cuh"
 #include "normals/normal_from_neighbors.h"
 
@@ -12,13 +14,14 @@ constexpr int kThreads = 128;
 
 template <typename T>
 __global__ void normals_kernel(NormalsParams p) {
-  for_each_row(p.B * p.P, [&](int64_t r) { normal_row<T>(p, r); });
+  for_each_row(p.B * p.P, [&](int64_t r) { normal_row<T>(p, p.idx, r); });
 }
 
 }  // namespace
 
 void normals_cuda(const NormalsParams& p, const Device& dev) {
   if (p.B == 0 || p.P == 0) return;
+  if (p.idx32) throw std::invalid_argument("estimate_normals: int32 neighbour lists are CPU only");
   DeviceGuard guard(dev.index);
   const unsigned grid = blocks_for(p.B * p.P, kThreads);
   dispatch_float(p.dtype, [&](auto tag) {

@@ -123,10 +123,12 @@ def fpfh_organized(
         # One search serves both: the normals' k nearest are the prefix of FPFH's max_nn nearest
         # (the lists are exact, ties by index), so the bits are those of two searches; the
         # weight-free 3D extractor (FPFHExtractor, 4 x 224^2 on 2 cores) took ~300 instead of ~325 ms.
-        # (distances only for a normals radius: FPFH reads none here)
-        idx, dists, order = neighbourhoods(points, lengths, max_nn, with_dists=normals_radius is not None)
-        nd = dists[..., :normals_k].contiguous() if dists.numel() else dists
-        nrm, _ = _normals(points, idx[..., :normals_k].contiguous(), nd, order, _radius2(normals_radius), True, vp)
+        # Distances only for a normals radius (FPFH reads none here), else int32 indices where the
+        # CPU kernels serve; the normals read the prefix of each row in place.
+        with_dists = normals_radius is not None
+        idx, dists, order = neighbourhoods(points, lengths, max_nn, with_dists=with_dists, index32=not with_dists)
+        nd = dists[..., :normals_k] if dists.numel() else dists
+        nrm, _ = _normals(points, idx[..., :normals_k], nd, order, _radius2(normals_radius), True, vp)
         return unpack_organized(_fpfh(points, nrm, idx, dists, order, -1.0), pixel_of_row, H, W)
     if normals is None:
         nrm, _ = _estimate(points, lengths, normals_k, normals_radius, True, vp)

@@ -20,17 +20,35 @@ OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
 
 
+def _row_stride(idx: torch.Tensor, dists: torch.Tensor):
+    """(idx, dists, row stride): the kernels read row r of a (B, P, K) list at r * stride. A view
+    whose rows are evenly spaced in one buffer, such as the prefix idx[..., :k] of longer rows,
+    is read in place (its stride); anything else is made contiguous (stride K)."""
+    B, P, K = idx.shape
+    st = idx.stride()
+    evenly = K == 0 or (st[2] == 1 and st[1] >= K and (B == 1 or st[0] == P * st[1]))
+    if evenly and (dists.numel() == 0 or dists.stride() == st):
+        return idx, dists, st[1] if P > 0 else K
+    return idx.contiguous(), dists.contiguous(), K
+
+
 @torch.library.custom_op("mentor3ad::normals_from_neighbors", mutates_args=())
 def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query_index: torch.Tensor,
              radius2: float, orient: bool, viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     B, P, _ = points.shape
+    if idx.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"normals_from_neighbors: idx must be int32 or int64, got {idx.dtype}")
+    if idx.dtype == torch.int32 and not host_kernels(points):
+        raise ValueError("normals_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     normals = torch.empty((B, P, 3), dtype=points.dtype, device=points.device)
     curvature = torch.empty((B, P), dtype=points.dtype, device=points.device)
     if normals.numel():
+        idx, dists, stride = _row_stride(idx, dists)
         dev, stream = device_args(points)
         C().normals(ptr(points), ptr(idx), ptr(dists), ptr(query_index), 0, ptr(normals), ptr(curvature),
                     B, P, idx.shape[2], float(radius2), bool(orient), float(viewpoint[0]),
-                    float(viewpoint[1]), float(viewpoint[2]), dtype_tag(points), dev, stream)
+                    float(viewpoint[1]), float(viewpoint[2]), dtype_tag(points), dev, stream,
+                    32 if idx.dtype == torch.int32 else 64, stride)
     return normals, curvature
 
 
@@ -52,7 +70,7 @@ def _normals_search(points: torch.Tensor, lengths: torch.Tensor, k: int, radius2
         # Device -1: this op is served by the CPU kernels only (also under the CUDA emulator).
         C().normals(ptr(points), 0, 0, 0, ptr(lengths), ptr(normals), ptr(curvature), B, P, int(k),
                     float(radius2), bool(orient), float(viewpoint[0]), float(viewpoint[1]),
-                    float(viewpoint[2]), dtype_tag(points), -1, 0)
+                    float(viewpoint[2]), dtype_tag(points), -1, 0, 64, 0)
     return normals, curvature
 
 
