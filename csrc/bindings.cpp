@@ -254,12 +254,17 @@ void knn(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uin
 }
 
 // index_bits 32: idx is int32 (KnnParams::idx32).
+// row_start/row_count (both or neither; int32 indices only): packed rows (KnnParams's).
 void knn_within(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                 uintptr_t idx, int64_t B, int64_t P1, int64_t P2, int64_t K, double max_dist, int dtype,
-                int index_bits) {
+                int index_bits, uintptr_t row_start, uintptr_t row_count) {
   auto p = pair_query<m3ad::KnnParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
   if (index_bits == 32) p.idx32 = as_ptr<int32_t>(idx), p.idx = nullptr;
   else if (index_bits != 64) throw std::invalid_argument("knn_within: index_bits must be 32 or 64");
+  p.row_start = as_ptr<int64_t>(row_start);
+  p.row_count = as_ptr<int32_t>(row_count);
+  if (!p.row_start != !p.row_count || (p.row_start && (!p.idx32 || p.dists)))
+    throw std::invalid_argument("knn_within: packed rows take both row_start and row_count, int32 indices, no dists");
   m3ad::knn_within_cpu(p, max_dist);
 }
 
@@ -358,10 +363,11 @@ void normals(uintptr_t points, uintptr_t idx, uintptr_t dists, uintptr_t query_i
   dispatch("estimate_normals", p, make_device(device, stream), m3ad::normals_cpu, M3AD_CUDA_FN(m3ad::normals_cuda));
 }
 
-// index_bits 32: idx is int32 (FpfhParams::idx32, CPU only).
+// index_bits 32: idx is int32 (FpfhParams::idx32, CPU only); row_start/row_count: packed rows
+// (FpfhParams's; int32 only).
 void fpfh(uintptr_t points, uintptr_t normals, uintptr_t idx, uintptr_t dists, uintptr_t query_index,
           uintptr_t workspace, uintptr_t out, int64_t B, int64_t P, int64_t K, double radius2,
-          int dtype, int device, uintptr_t stream, int index_bits) {
+          int dtype, int device, uintptr_t stream, int index_bits, uintptr_t row_start, uintptr_t row_count) {
   m3ad::FpfhParams p;
   p.points = as_ptr<const void>(points);
   p.normals = as_ptr<const void>(normals);
@@ -370,6 +376,10 @@ void fpfh(uintptr_t points, uintptr_t normals, uintptr_t idx, uintptr_t dists, u
   else throw std::invalid_argument("fpfh: index_bits must be 32 or 64");
   p.dists = as_ptr<const void>(dists);
   p.query_index = as_ptr<const int64_t>(query_index);
+  p.row_start = as_ptr<const int64_t>(row_start);
+  p.row_count = as_ptr<const int32_t>(row_count);
+  if (!p.row_start != !p.row_count || (p.row_start && !p.idx32))
+    throw std::invalid_argument("fpfh: packed rows take both row_start and row_count, and int32 indices");
   p.spfh = as_ptr<double>(workspace);
   p.out = as_ptr<void>(out);
   p.B = B, p.P = P, p.K = K;

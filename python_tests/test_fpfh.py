@@ -153,28 +153,90 @@ def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0, index32=Fal
     so one padding point, no row's neighbour, has no row and its output is unwritten).
     index32: int32 lists from the indices-only search (FPFH's own), else int64 lists with
     distances. Returns the full output and both outputs on the points written by both."""
-    from mentor3ad_ext.ops.fpfh import _fpfh
+    from mentor3ad_ext.ops.fpfh import _fpfh, _fpfh_rows
     from mentor3ad_ext.ops.normals import neighbourhoods
 
-    idx, dists, order = neighbourhoods(pts, lengths, K, radius2, with_dists=not index32, index32=index32)
-    assert idx.dtype == (torch.int32 if index32 else torch.int64)
-    radius2 = radius2 if dists.numel() else -1.0  # an indices-only search ends its rows at the radius
-    fast = _fpfh(pts, nrm, idx, dists, order, radius2)
+    if index32 == "packed":  # FPFH's own CPU search: packed int32 rows
+        order, rows = _packed_rows(pts, lengths, K, radius2)
+        run = lambda query_index: _fpfh_rows(pts, nrm, *rows, query_index, K)  # noqa: E731
+    else:
+        idx, dists, order = neighbourhoods(pts, lengths, K, radius2, with_dists=not index32, index32=index32)
+        assert idx.dtype == (torch.int32 if index32 else torch.int64)
+        radius2 = radius2 if dists.numel() else -1.0  # an indices-only search ends its rows at the radius
+        run = lambda query_index: _fpfh(pts, nrm, idx, dists, query_index, radius2)  # noqa: E731
+    fast = run(order)
     assert lengths[-1] < pts.shape[1] - 1, "needs two padding points in the last cloud"
     dup = order.clone()
     dup[-1, -1] = dup[-1, -2]
-    slow = _fpfh(pts, nrm, idx, dists, dup, radius2)
+    slow = run(dup)
     written = torch.ones(pts.shape[:2], dtype=torch.bool)
     written[-1, order[-1, -1]] = False
     return fast, fast[written], slow[written]
 
 
+def _packed_rows(pts, lengths, K, radius2=-1.0):
+    """FPFH's own CPU search: (query order, (idx, row_start, row_count)) of packed int32 rows."""
+    from mentor3ad_ext.ops.knn import _knn_within_rows32
+    from mentor3ad_ext.ops.normals import spatial_order
+
+    order = spatial_order(pts, lengths)
+    queries = pts.gather(1, order[..., None].expand(-1, -1, 3))
+    return order, _knn_within_rows32(queries, pts, lengths, lengths, K, radius2 if radius2 >= 0 else float("inf"))
+
+
+def _check_packed_rows(pts, lengths, K, radius2):
+    from mentor3ad_ext.ops.normals import neighbourhoods
+
+    B, P, _ = pts.shape
+    order, (idx, row_start, row_count) = _packed_rows(pts, lengths, K, radius2)
+    padded, _, order2 = neighbourhoods(pts, lengths, K, radius2, with_dists=False, index32=True)
+    assert torch.equal(order, order2) and idx.shape == (B * P * K,)
+    assert torch.equal(row_count, (padded >= 0).sum(-1, dtype=torch.int32))
+    assert (row_count > 0).sum() == lengths.sum()
+    if radius2 >= 0:
+        assert (row_count[lengths > 0] < K).any() and (row_count == K).any()  # cut by the radius and by K
+    used = torch.zeros(B * P * K, dtype=torch.int32)
+    for b in range(B):
+        for r in range(P):
+            s, c = int(row_start[b, r]), int(row_count[b, r])
+            assert torch.equal(idx[s:s + c], padded[b, r, :c]), (b, r)
+            if c:
+                assert b * P * K <= s and s + c <= (b + 1) * P * K, (b, r)
+            used[s:s + c] += 1
+    assert used.max() <= 1  # no two rows share an entry
+
+
 @cpu_kernels
-@pytest.mark.parametrize("index32", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("radius2", [-1.0, 0.004])
+def test_packed_rows_are_the_padded_rows(radius2, threads):
+    # FPFH's own CPU search packs its rows (KnnParams::row_start): each task of the search writes
+    # its rows one after another from the slots of its first row, within its cloud's slots. The
+    # rows must be the padded search's valid prefixes, and no two may overlap. A batch of a
+    # cloud the grid serves, one the tree serves (too few points for a grid), a ragged one and
+    # an empty one (searched a cloud per thread), then the first alone (its grid's cells split
+    # over the threads).
+    P, K = 3000, 40
+    pts = torch.zeros((4, P, 3), dtype=torch.float64)
+    lengths = torch.tensor([3000, 700, 2500, 0])
+    for b, n in enumerate(lengths.tolist()[:3]):
+        pts[b, :n] = wavy_surface(n, seed=10 + b, noise=0.01).double()
+    pts[0, 7] = pts[0, 8]  # a duplicate point
+    old = m.get_num_threads()
+    m.set_num_threads(threads)
+    try:
+        _check_packed_rows(pts, lengths, K, radius2)
+        _check_packed_rows(pts[:1], lengths[:1], K, radius2)
+    finally:
+        m.set_num_threads(old)
+
+
+@cpu_kernels
+@pytest.mark.parametrize("index32", [False, True, "packed"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_cpu_row_order_pass_matches_the_row_functions(dtype, index32):
     # The same bits from both CPU routes (fpfh_cpu.cpp), over a ragged batch (offsets per cloud),
-    # from int64 lists and from the int32 lists of FPFH's own search.
+    # from int64 lists, the int32 lists of the indices-only search and FPFH's own packed rows.
     (p0, n0), (p1, n1) = _cloud(300, 3, dtype), _cloud(260, 4, dtype)
     pts = torch.zeros((2, 300, 3), dtype=dtype)
     nrm = torch.zeros_like(pts)
@@ -184,6 +246,9 @@ def test_cpu_row_order_pass_matches_the_row_functions(dtype, index32):
     assert torch.equal(fast, slow)
     assert torch.equal(full, m.fpfh(pts, nrm, lengths, max_nn=40))
     assert torch.equal(full[1, 260:], torch.zeros_like(full[1, 260:]))
+    full, fast, slow = _row_order_and_row_functions(pts, nrm, lengths, 40, 0.015, index32=index32)
+    assert torch.equal(fast, slow)
+    assert torch.equal(full, m.fpfh(pts, nrm, lengths, radius=0.015 ** 0.5, max_nn=40))
 
 
 @cpu_kernels
@@ -217,6 +282,33 @@ def test_int32_lists_are_cpu_only(monkeypatch):
     monkeypatch.setattr(_launch, "EMULATED_CUDA", False)
     with pytest.raises(ValueError, match=r"knn_within_idx32: 3-D points only, got p1 \(1, 30, 2\)"):
         torch.ops.mentor3ad.knn_within_idx32(pts[..., :2], pts[..., :2], torch.tensor([30]), torch.tensor([30]), 4, 1.0)
+
+
+@cpu_kernels
+def test_packed_rows_out_of_range_are_refused():
+    # fpfh_from_rows is reachable through torch.ops: rows outside the list, or longer than K, are
+    # refused before any kernel reads them; so are tensors of the wrong shape or dtype.
+    from mentor3ad_ext.ops.fpfh import _fpfh_rows
+
+    pts, nrm = (t[None] for t in _cloud(30))
+    lengths = torch.tensor([30])
+    order, (idx, row_start, row_count) = _packed_rows(pts, lengths, 4)
+    ok = _fpfh_rows(pts, nrm, idx, row_start, row_count, order, 4)
+    assert torch.equal(ok, m.fpfh(pts, nrm, max_nn=4))
+    torch.library.opcheck(torch.ops.mentor3ad.fpfh_from_rows, (pts, nrm, idx, row_start, row_count, order, 4))
+    for start, count, what in ((117, 4, "start 117, count 4"), (-1, 2, "start -1, count 2"), (0, 5, "start 0, count 5"),
+                               (0, -1, "start 0, count -1")):
+        s, c = row_start.clone(), row_count.clone()
+        s[0, 3], c[0, 3] = start, count
+        with pytest.raises(ValueError, match=rf"packed row 3 \({what}\) is not within the 120-entry list of rows of at most 4"):
+            _fpfh_rows(pts, nrm, idx, s, c, order, 4)
+    with pytest.raises(ValueError, match=r"row_count must be a contiguous torch.int32 tensor of shape \(1, 30\), "
+                                         r"got torch.int64 \(1, 30\)"):
+        _fpfh_rows(pts, nrm, idx, row_start, row_count.long(), order, 4)
+    with pytest.raises(ValueError, match=r"idx must be a contiguous torch.int32 tensor of shape \(120,\), got torch.int32 \(100,\)"):
+        _fpfh_rows(pts, nrm, idx[:100], row_start, row_count, order, 4)
+    with pytest.raises(ValueError, match=r"knn_within_rows32: 3-D points only, got p1 \(1, 30, 2\)"):
+        torch.ops.mentor3ad.knn_within_rows32(pts[..., :2], pts[..., :2], lengths, lengths, 4, 1.0)
 
 
 @cpu_kernels

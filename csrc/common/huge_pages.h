@@ -14,4 +14,9 @@ namespace m3ad {
 // where the system has no such advice (not Linux, THP off) and for smaller ranges.
 void advise_huge_pages(void* p, size_t bytes);
 
+// The opposite, for a range that is written sparsely (rows packed at the start of wider slots,
+// the rest never touched): each 2 MiB page would make its whole span resident, also where the
+// system hands out huge pages unasked (THP "always"). Advice only, as above.
+void advise_small_pages(void* p, size_t bytes);
+
 }  // namespace m3ad

@@ -30,6 +30,10 @@ struct FpfhParams {
   const void* normals = nullptr;         // (B, P, 3), same dtype as points
   const int64_t* idx = nullptr;          // (B, P, K) neighbour indices, sorted by distance
   const int32_t* idx32 = nullptr;        // the same as int32 instead (CPU only; idx unused then)
+  // With idx32 only (CPU), when set: packed rows (KnnParams::row_start): row r's list is
+  // idx32[row_start[r], + row_count[r]) of the (B * P * K) buffer, row_count[r] <= K.
+  const int64_t* row_start = nullptr;    // (B, P)
+  const int32_t* row_count = nullptr;    // (B, P)
   const void* dists = nullptr;           // (B, P, K) squared distances (read when radius2 >= 0)
   const int64_t* query_index = nullptr;  // (B, P) point of each row, or nullptr (identity)
   double* spfh = nullptr;                // workspace: fpfh_workspace_bytes(B, P)

@@ -14,8 +14,11 @@
 // row adds the same 100 / (n - 1), so a bin that c pairs fall in holds the c-fold sum of it
 // (IncrementSums): the pass counts, then reads the sums, with the bits of adding pair by pair.
 // The arithmetic is the CUDA kernel's, operation for operation, so the bits are too.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "common/cpu_simd.h"
@@ -151,17 +154,31 @@ struct SimdLoops {
   }
 };
 
+// Row r's list, and in n its neighbour count (the point itself included): padded rows of K, or
+// packed rows (p.row_start; fpfh_cpu checked their ranges), each read up to its first invalid
+// index as neighbour_count reads.
+template <typename T, typename I>
+const I* row_list(const FpfhParams& p, const I* idx, int64_t r, int64_t& n) {
+  if (!p.row_start) {
+    n = row_neighbour_count<T>(p, idx, r);
+    return idx + r * p.K;
+  }
+  const I* nb = idx + p.row_start[r];
+  n = neighbour_count<T>(nb, static_cast<const T*>(nullptr), static_cast<int64_t>(p.row_count[r]), p.P, false, T(0));
+  return nb;
+}
+
 template <typename T, typename I>
 void spfh_row_ordered(const FpfhParams& p, const I* idx, const RowOrder<T>& ro, const IncrementSums& sums,
                       int64_t r, SpfhScratch& sc, const SimdLoops<T, I>& simd) {
   double* hist = p.spfh + r * kFpfhDim;
-  const int64_t n = row_neighbour_count<T>(p, idx, r);
+  int64_t n;
+  const I* nb = row_list<T>(p, idx, r, n) + 1;
   if (n <= 1) {  // (else every bin is written from the counts below)
     for (int j = 0; j < kFpfhDim; ++j) hist[j] = 0.0;
     return;
   }
   const int64_t b = r / p.P, m = n - 1;
-  const I* nb = idx + r * p.K + 1;
   sc.reserve(p.K);
   for (int64_t k = 0; k < m; ++k) {
     const int64_t q = ro.row(b, p.P, nb[k]) * 3;
@@ -187,13 +204,13 @@ void fpfh_row_ordered(const FpfhParams& p, const I* idx, const RowOrder<T>& ro, 
                       const SimdLoops<T, I>& simd) {
   const int64_t b = r / p.P;
   T* out = static_cast<T*>(p.out) + (b * p.P + fpfh_row_point(p, r)) * kFpfhDim;
-  const int64_t n = row_neighbour_count<T>(p, idx, r);
+  int64_t n;
+  const I* nb = row_list<T>(p, idx, r, n);
   if (n <= 1) {
     for (int j = 0; j < kFpfhDim; ++j) out[j] = T(0);
     return;
   }
   const Vec3d pi = load3(ro.xyz.data() + r * 3);
-  const I* nb = idx + r * p.K;
   double acc[kFpfhDim];
   const double* spfh = p.spfh + b * p.P * kFpfhDim;
   simd.aggregate(pi, nb, n, ro.row_of.data() + b * p.P, ro.xyz.data() + b * p.P * 3, spfh, acc);
@@ -215,10 +232,26 @@ void ordered_passes(const FpfhParams& p, const I* idx, const RowOrder<T>& ro) {
   });
 }
 
+// Packed rows must lie within the (B * P * K) buffer: they come through an op that callers can
+// reach with any tensors, and are read without further bounds.
+void check_packed_rows(const FpfhParams& p) {
+  if (!p.row_start) return;
+  if (!p.idx32 || !p.row_count) throw std::invalid_argument("fpfh: packed rows need int32 indices and row_count");
+  const int64_t rows = p.B * p.P, size = rows * p.K;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t start = p.row_start[r], count = p.row_count[r];
+    if (count < 0 || count > p.K || start < 0 || start > size - count)
+      throw std::invalid_argument("fpfh: packed row " + std::to_string(r) + " (start " + std::to_string(start) +
+                                  ", count " + std::to_string(count) + ") is not within the " +
+                                  std::to_string(size) + "-entry list of rows of at most " + std::to_string(p.K));
+  }
+}
+
 }  // namespace
 
 void fpfh_cpu(const FpfhParams& p) {
   if (p.B == 0 || p.P == 0) return;
+  check_packed_rows(p);
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const int64_t rows = p.B * p.P;
@@ -228,13 +261,17 @@ void fpfh_cpu(const FpfhParams& p) {
       else ordered_passes<T>(p, p.idx, ro);
       return 0;
     }
-    // The row functions read int64 lists.
+    // The row functions read padded int64 lists.
     std::vector<int64_t> wide;
     FpfhParams q = p;
-    if (p.idx32) {
+    if (p.row_start) {
+      wide.assign(static_cast<size_t>(rows * p.K), -1);
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(p.idx32 + p.row_start[r], p.idx32 + p.row_start[r] + p.row_count[r], wide.data() + r * p.K);
+    } else if (p.idx32) {
       wide.assign(p.idx32, p.idx32 + rows * p.K);
-      q.idx = wide.data(), q.idx32 = nullptr;
     }
+    if (p.idx32) q.idx = wide.data(), q.idx32 = nullptr, q.row_start = nullptr, q.row_count = nullptr;
     parallel_for(rows, 128, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) spfh_row<T>(q, r);
     });

@@ -86,8 +86,12 @@ void run_tree(const KnnParams& p, T bound) {
   parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
     Best heap(p.K);
     std::vector<int64_t> row(p.idx32 ? static_cast<size_t>(p.K) : 0);  // before narrowing to idx32
+    // Packed rows go from the slots of the task's first row on, and never below the slots of
+    // their cloud's first row (a gridded cloud's slots hold the grid's packed rows).
+    int64_t cursor = r0 * p.K;
     for (int64_t s = r0; s < r1; ++s) {
       const int64_t b = s / p.P1, i = s % p.P1;
+      cursor = std::max(cursor, b * p.P1 * p.K);
       const int64_t q = i < static_cast<int64_t>(orders[b].size()) ? orders[b][i] : i;
       const int64_t r = b * p.P1 + q;
       const bool valid = q < clamp_len(p.lengths1, b, p.P1);
@@ -96,7 +100,8 @@ void run_tree(const KnnParams& p, T bound) {
       if (valid && !trees[b]->empty())
         tree_query<T, D, kNorm, Best>(*trees[b], p1 + r * D, heap, strictly_below(bound));
       heap.write_sorted(dists ? dists + r * p.K : nullptr, p.idx32 ? row.data() : p.idx + r * p.K);
-      if (p.idx32) std::copy(row.begin(), row.end(), p.idx32 + r * p.K);
+      if (p.row_start) cursor += pack_row(p, r, row.data(), cursor);
+      else if (p.idx32) std::copy(row.begin(), row.end(), p.idx32 + r * p.K);
     }
   });
 }
@@ -137,7 +142,8 @@ void run(const KnnParams& p) {
 void advise_outputs(const KnnParams& p) {
   const size_t rows = static_cast<size_t>(p.B) * static_cast<size_t>(p.P1) * static_cast<size_t>(p.K);
   advise_huge_pages(p.idx, rows * sizeof(int64_t));
-  advise_huge_pages(p.idx32, rows * sizeof(int32_t));
+  if (p.row_start) advise_small_pages(p.idx32, rows * sizeof(int32_t));
+  else advise_huge_pages(p.idx32, rows * sizeof(int32_t));
   advise_huge_pages(p.dists, rows * (p.dtype == DType::kFloat64 ? sizeof(double) : sizeof(float)));
 }
 

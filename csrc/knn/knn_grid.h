@@ -179,8 +179,11 @@ int64_t select_block(const CellGrid3<T>& grid, const typename CellGrid3<T>::Run*
 }
 
 // The K nearest of each of the n1 queries q among the n2 points pts, handed to
-// sink(i, dists, idx) (K pairs in ascending (distance, index) order, in buffers that live until
-// the call returns) from the worker threads, each query exactly once. Returns false, having
+// sink(i, dists, idx, cursor) (K pairs in ascending (distance, index) order, in buffers that
+// live until the call returns) from the worker threads, each query exactly once. `cursor`
+// belongs to the calling task, for sinks that pack rows: it starts at K times the position of
+// the task's first query in the grid's visiting order, and the task visits its queries at the
+// positions that follow (KnnParams::row_start). Returns false, having
 // called nothing, when the grid does not apply (too few queries or points, K > n2, a cloud
 // the grid cannot cover); the caller then searches the tree itself.
 // A finite `bound` (squared L2) keeps only the neighbours at distance < bound, (0, -1) padded:
@@ -229,6 +232,7 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
   // Before a cell has a K-th distance of its own, the sampled typical one (the cell side).
   const T first_guess = axis_term<T, kNorm>(static_cast<T>(sampled_side)) * static_cast<T>(kGuessScale);
   parallel_for(static_cast<int64_t>(busy.size()), 16, [&](int64_t c0, int64_t c1) {
+    int64_t cursor = qstart[busy[c0]] * K;
     SortedTopK<T> heap(K);
     typename CellGrid3<T>::Run runs[11];
     SelectScratch<T> scratch(max_candidates);
@@ -266,14 +270,15 @@ bool knn_grid_each(const T* q, int64_t n1, const T* pts, int64_t n2, int64_t K, 
           tree_query<T, 3, kNorm>(tree, qq, heap, std::min(kth, strictly_below(bound)));
           heap.write_sorted(d.data(), idx.data());
         }
-        sink(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()));
+        sink(i, static_cast<const T*>(d.data()), static_cast<const int64_t*>(idx.data()), cursor);
       }
     }
   });
   return true;
 }
 
-// knn_grid_each for cloud b of a kNN call, writing its rows of dists/idx.
+// knn_grid_each for cloud b of a kNN call, writing its rows of dists/idx (or packing them, within
+// the cloud's own rows' slots).
 template <typename T, int kNorm>
 bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree, T bound) {
   T* dists = static_cast<T*>(p.dists);
@@ -281,10 +286,11 @@ bool knn_grid_cloud(const KnnParams& p, int64_t b, const KdTree<T, 3>& tree, T b
   return knn_grid_each<T, kNorm>(
       static_cast<const T*>(p.p1) + b * p.P1 * 3, clamp_len(p.lengths1, b, p.P1),
       static_cast<const T*>(p.p2) + b * p.P2 * 3, clamp_len(p.lengths2, b, p.P2), K, tree,
-      [&](int64_t i, const T* d, const int64_t* idx) {
+      [&](int64_t i, const T* d, const int64_t* idx, int64_t& cursor) {
         const int64_t r = b * p.P1 + i;
         if (dists) std::copy(d, d + K, dists + r * K);
-        if (p.idx32) std::copy(idx, idx + K, p.idx32 + r * K);
+        if (p.row_start) cursor += pack_row(p, r, idx, b * p.P1 * K + cursor);
+        else if (p.idx32) std::copy(idx, idx + K, p.idx32 + r * K);
         else std::copy(idx, idx + K, p.idx + r * K);
       },
       bound);

@@ -50,7 +50,7 @@ void run(const NormalsParams& p) {
       if (curvature) std::fill(curvature + n, curvature + p.P, T(0));
       if (n == 0) continue;
       const KdTree<T, 3> tree(cloud, n, kKnnLeaf);
-      const auto row = [&](int64_t i, const T* d, const int64_t* idx) {
+      const auto row = [&](int64_t i, const T* d, const int64_t* idx, auto&&...) {  // (no packing cursor)
         normal_from_list<T>(cloud, n, idx, d, p.K, use_radius, r2, cloud + i * 3, p.orient, p.viewpoint,
                             normals + i * 3, curvature ? curvature + i : nullptr);
       };

@@ -4,13 +4,15 @@ Not differentiable: histogram binning is piecewise constant; outputs never requi
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
-from ._spatial import check_organized, pack_organized, unpack_organized
+from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
+from .knn import _knn_within_rows32
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
 
 OP = "fpfh"
@@ -18,20 +20,25 @@ OP_ORGANIZED = "fpfh_organized"
 FPFH_DIM = 33
 
 
-@torch.library.custom_op("mentor3ad::fpfh_from_neighbors", mutates_args=())
-def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor,
-          query_index: torch.Tensor, radius2: float) -> torch.Tensor:
+def _run(points, normals, idx, dists, query_index, K: int, radius2: float, rows=None) -> torch.Tensor:
     B, P, _ = points.shape
     out = torch.empty((B, P, FPFH_DIM), dtype=points.dtype, device=points.device)
-    if idx.dtype == torch.int32 and not host_kernels(points):
-        raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     if out.numel():
         ws = workspace(C().fpfh_workspace_bytes(B, P), points)
         dev, stream = device_args(points)
+        row_start, row_count = rows if rows is not None else (None, None)
         C().fpfh(ptr(points), ptr(normals), ptr(idx), ptr(dists), ptr(query_index), ptr(ws), ptr(out),
-                 B, P, idx.shape[2], float(radius2), dtype_tag(points), dev, stream,
-                 32 if idx.dtype == torch.int32 else 64)
+                 B, P, K, float(radius2), dtype_tag(points), dev, stream,
+                 32 if idx.dtype == torch.int32 else 64, ptr(row_start), ptr(row_count))
     return out
+
+
+@torch.library.custom_op("mentor3ad::fpfh_from_neighbors", mutates_args=())
+def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor,
+          query_index: torch.Tensor, radius2: float) -> torch.Tensor:
+    if idx.dtype == torch.int32 and not host_kernels(points):
+        raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
+    return _run(points, normals, idx, dists, query_index, idx.shape[2], radius2)
 
 
 @_fpfh.register_fake
@@ -40,8 +47,37 @@ def _(points, normals, idx, dists, query_index, radius2):
     return points.new_empty((B, P, FPFH_DIM))
 
 
+@torch.library.custom_op("mentor3ad::fpfh_from_rows", mutates_args=(), device_types="cpu")
+def _fpfh_rows(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, row_start: torch.Tensor,
+               row_count: torch.Tensor, query_index: torch.Tensor, K: int) -> torch.Tensor:
+    """`_fpfh` over packed rows (`knn_within_rows32`: idx (B * P * K,) int32, row_start (B, P)
+    int64, row_count (B, P) int32, each row ending at the radius). CPU only."""
+    B, P, _ = points.shape
+    want = {"idx": ((B * P * K,), torch.int32), "row_start": ((B, P), torch.int64),
+            "row_count": ((B, P), torch.int32)}
+    for name, t in (("idx", idx), ("row_start", row_start), ("row_count", row_count)):
+        if tuple(t.shape) != want[name][0] or t.dtype != want[name][1] or not t.is_contiguous():
+            raise ValueError(f"fpfh_from_rows: {name} must be a contiguous {want[name][1]} tensor of shape "
+                             f"{want[name][0]}, got {t.dtype} {tuple(t.shape)}")
+    return _run(points, normals, idx, points.new_empty(0), query_index, K, -1.0, (row_start, row_count))
+
+
+@_fpfh_rows.register_fake
+def _(points, normals, idx, row_start, row_count, query_index, K):
+    B, P, _ = points.shape
+    return points.new_empty((B, P, FPFH_DIM))
+
+
 def _compute(points, normals, lengths, radius, max_nn):
-    # With a radius the search's rows end at it, so the kernels need no distances (radius2 -1).
+    # The search's rows end at the radius, so the kernels need no distances (radius2 -1). On the
+    # CPU they come packed (int32, no padding: about half the padded list's memory).
+    if host_kernels(points):
+        order = spatial_order(points, lengths)
+        queries = points.gather(1, order[..., None].expand(-1, -1, 3))
+        bound = math.inf if radius is None else radius * radius
+        idx, row_start, row_count = _knn_within_rows32(queries, points, lengths, lengths, max_nn, bound)
+        del queries  # (not held through the passes)
+        return _fpfh_rows(points, normals, idx, row_start, row_count, order, max_nn)
     idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False, index32=True)
     return _fpfh(points, normals, idx, dists, order, -1.0)
 
