@@ -307,6 +307,13 @@ def test_packed_rows_out_of_range_are_refused():
         _fpfh_rows(pts, nrm, idx, row_start, row_count.long(), order, 4)
     with pytest.raises(ValueError, match=r"idx must be a contiguous torch.int32 tensor of shape \(120,\), got torch.int32 \(100,\)"):
         _fpfh_rows(pts, nrm, idx[:100], row_start, row_count, order, 4)
+    with pytest.raises(ValueError, match=r"normals must have the shape of points \(1, 30, 3\).*got \(1, 29, 3\)"):
+        _fpfh_rows(pts, nrm[:, :29], idx, row_start, row_count, order, 4)
+    with pytest.raises(ValueError, match=r"query_index be int64 \(1, 30\), got \(1, 30, 3\) and torch.int64 \(1, 31\)"):
+        _fpfh_rows(pts, nrm, idx, row_start, row_count, torch.arange(31)[None], 4)
+    with pytest.raises(ValueError, match=r"idx \(and dists\) must be \(1, 30, K\), got \(1, 29, 4\)"):
+        torch.ops.mentor3ad.fpfh_from_neighbors(pts, nrm, torch.zeros((1, 29, 4), dtype=torch.int64), pts.new_empty(0),
+                                                order, -1.0)
     with pytest.raises(ValueError, match=r"knn_within_rows32: 3-D points only, got p1 \(1, 30, 2\)"):
         torch.ops.mentor3ad.knn_within_rows32(pts[..., :2], pts[..., :2], lengths, lengths, 4, 1.0)
 

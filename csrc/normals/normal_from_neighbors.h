@@ -70,8 +70,8 @@ M3AD_HD void normal_row(const NormalsParams& p, const I* idx, int64_t r) {
   const T* dists = p.dists ? static_cast<const T*>(p.dists) + r * ld : nullptr;
   T* curvature = p.curvature ? static_cast<T*>(p.curvature) + b * p.P + i : nullptr;
   normal_from_list<T, I>(cloud, p.P, idx + r * ld, dists, p.K, p.radius2 >= 0, static_cast<T>(p.radius2),
-                      cloud + i * 3, p.orient, p.viewpoint, static_cast<T*>(p.normals) + (b * p.P + i) * 3,
-                      curvature);
+                         cloud + i * 3, p.orient, p.viewpoint, static_cast<T*>(p.normals) + (b * p.P + i) * 3,
+                         curvature);
 }
 
 }  // namespace m3ad

@@ -22,6 +22,12 @@ FPFH_DIM = 33
 
 def _run(points, normals, idx, dists, query_index, K: int, radius2: float, rows=None) -> torch.Tensor:
     B, P, _ = points.shape
+    # (the ops below are reachable through torch.ops: shapes the kernels would read past are refused)
+    if normals.shape != points.shape or (query_index.numel() and (
+            tuple(query_index.shape) != (B, P) or query_index.dtype != torch.int64)):
+        raise ValueError(f"fpfh: normals must have the shape of points {tuple(points.shape)} and query_index "
+                         f"be int64 ({B}, {P}), got {tuple(normals.shape)} and {query_index.dtype} "
+                         f"{tuple(query_index.shape)}")
     out = torch.empty((B, P, FPFH_DIM), dtype=points.dtype, device=points.device)
     if out.numel():
         ws = workspace(C().fpfh_workspace_bytes(B, P), points)
@@ -38,6 +44,9 @@ def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists:
           query_index: torch.Tensor, radius2: float) -> torch.Tensor:
     if idx.dtype == torch.int32 and not host_kernels(points):
         raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
+    if idx.dim() != 3 or idx.shape[:2] != points.shape[:2] or (dists.numel() and dists.shape != idx.shape):
+        raise ValueError(f"fpfh_from_neighbors: idx (and dists) must be ({points.shape[0]}, {points.shape[1]}, K), "
+                         f"got {tuple(idx.shape)} and {tuple(dists.shape)}")
     return _run(points, normals, idx, dists, query_index, idx.shape[2], radius2)
 
 
