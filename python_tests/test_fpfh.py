@@ -316,6 +316,16 @@ def test_packed_rows_out_of_range_are_refused():
                                                 order, -1.0)
     with pytest.raises(ValueError, match=r"knn_within_rows32: 3-D points only, got p1 \(1, 30, 2\)"):
         torch.ops.mentor3ad.knn_within_rows32(pts[..., :2], pts[..., :2], lengths, lengths, 4, 1.0)
+    with pytest.raises(ValueError, match=r"knn_within_rows32: p1 and p2 must share batch size and dtype, lengths1/lengths2 "
+                                         r"be int64 \(1,\); got p1 torch.float64 \(1, 30, 3\), p2 torch.float32 \(1, 30, 3\)"):
+        torch.ops.mentor3ad.knn_within_rows32(pts, pts.float(), lengths, lengths, 4, 1.0)
+    with pytest.raises(ValueError, match=r"lengths2 torch.int64 \(2,\)"):
+        torch.ops.mentor3ad.knn_within_idx32(pts, pts, lengths, torch.tensor([30, 30]), 4, 1.0)
+    huge = pts[:, :1].expand(1, 2**31, 3)  # (no memory: an expanded view)
+    for op in ("knn_within_rows32", "knn_within_idx32"):
+        with pytest.raises(ValueError, match=rf"{op}: int32 lists hold at most 2147483647 points and neighbours, "
+                                             r"got p2 \(1, 2147483648, 3\), K 4"):
+            getattr(torch.ops.mentor3ad, op)(pts, huge, lengths, lengths, 4, 1.0)
 
 
 @cpu_kernels

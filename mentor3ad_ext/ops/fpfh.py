@@ -12,7 +12,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn_within_rows32
+from .knn import _knn_within_rows32, fits_int32
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
 
 OP = "fpfh"
@@ -80,7 +80,7 @@ def _(points, normals, idx, row_start, row_count, query_index, K):
 def _compute(points, normals, lengths, radius, max_nn):
     # The search's rows end at the radius, so the kernels need no distances (radius2 -1). On the
     # CPU they come packed (int32, no padding: about half the padded list's memory).
-    if host_kernels(points):
+    if host_kernels(points) and fits_int32(points, max_nn):
         order = spatial_order(points, lengths)
         queries = points.gather(1, order[..., None].expand(-1, -1, 3))
         bound = math.inf if radius is None else radius * radius

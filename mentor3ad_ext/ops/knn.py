@@ -180,13 +180,37 @@ def _(p1, p2, lengths1, lengths2, K, max_dist):
     return _outputs(p1, K)[1]
 
 
+INT32_MAX = 2**31 - 1
+
+
+def fits_int32(p2: torch.Tensor, K: int) -> bool:
+    """Whether int32 lists can hold p2's point indices and K (a packed row's count)."""
+    return p2.shape[1] <= INT32_MAX and K <= INT32_MAX
+
+
+def _check_int32_search(op: str, p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor,
+                        lengths2: torch.Tensor, K: int) -> None:
+    """These internal ops are reachable through torch.ops: inputs the kernel would read past are
+    refused (the public ops' checks come first on every path of ours)."""
+    if p1.shape[2] != 3 or p2.shape[2] != 3:  # the kernel reads 3 coordinates a point
+        raise ValueError(f"{op}: 3-D points only, got p1 {tuple(p1.shape)}, p2 {tuple(p2.shape)}")
+    B = p1.shape[0]
+    if p2.shape[0] != B or p2.dtype != p1.dtype or any(
+            tuple(t.shape) != (B,) or t.dtype != torch.int64 for t in (lengths1, lengths2)):
+        raise ValueError(f"{op}: p1 and p2 must share batch size and dtype, lengths1/lengths2 be int64 ({B},); "
+                         f"got p1 {p1.dtype} {tuple(p1.shape)}, p2 {p2.dtype} {tuple(p2.shape)}, lengths1 "
+                         f"{lengths1.dtype} {tuple(lengths1.shape)}, lengths2 {lengths2.dtype} {tuple(lengths2.shape)}")
+    if not fits_int32(p2, K):
+        raise ValueError(f"{op}: int32 lists hold at most {INT32_MAX} points and neighbours, "
+                         f"got p2 {tuple(p2.shape)}, K {K}")
+
+
 @torch.library.custom_op("mentor3ad::knn_within_idx32", mutates_args=(), device_types="cpu")
 def _knn_within_idx32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                       K: int, max_dist: float) -> torch.Tensor:
     """`_knn_within_idx` as int32 (CPU, 3-D): FPFH's padded (P, max_nn) list at half the memory
     (100k x 100: 40 instead of 80 MB)."""
-    if p1.shape[2] != 3 or p2.shape[2] != 3:  # the kernel reads 3 coordinates a point
-        raise ValueError(f"knn_within_idx32: 3-D points only, got p1 {tuple(p1.shape)}, p2 {tuple(p2.shape)}")
+    _check_int32_search("knn_within_idx32", p1, p2, lengths1, lengths2, K)
     idx = torch.empty((p1.shape[0], p1.shape[1], K), dtype=torch.int32)
     if idx.numel():
         _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx)
@@ -206,8 +230,7 @@ def _knn_within_rows32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tenso
     ascending as ever. idx is only the address space of the padded list: the search packs its
     rows within it and never touches the rest (FPFH's list at 100k points, ~50 of max_nn = 100
     in the radius: ~20 instead of 40 MB resident). Entries outside the rows are undefined."""
-    if p1.shape[2] != 3 or p2.shape[2] != 3:  # the kernel reads 3 coordinates a point
-        raise ValueError(f"knn_within_rows32: 3-D points only, got p1 {tuple(p1.shape)}, p2 {tuple(p2.shape)}")
+    _check_int32_search("knn_within_rows32", p1, p2, lengths1, lengths2, K)
     B, P1 = p1.shape[:2]
     idx = torch.empty(B * P1 * K, dtype=torch.int32)
     row_start = torch.zeros((B, P1), dtype=torch.int64)

@@ -14,7 +14,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32
+from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, fits_int32
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -118,7 +118,7 @@ def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2:
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     if not with_dists and (radius2 >= 0 or host_kernels(points)):
         bound = radius2 if radius2 >= 0 else math.inf  # unbounded: the same rows as _knn's
-        search = _knn_within_idx32 if index32 and host_kernels(points) else _knn_within_idx
+        search = _knn_within_idx32 if index32 and host_kernels(points) and fits_int32(points, K) else _knn_within_idx
         return search(queries, points, lengths, lengths, K, bound), points.new_empty(0), order
     if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
