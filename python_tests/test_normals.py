@@ -69,6 +69,43 @@ def test_orientation(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_orientation_to_a_direction(device, dtype):
+    # orient="direction": dot(n, direction) >= 0 (open3d's orient_normals_to_align_with_direction),
+    # the same normals up to sign, zero normals (a duplicate cluster) stay zero; the organized
+    # variant too. The direction is ignored by the other modes.
+    pts = torch.stack([wavy_surface(400, seed=7), wavy_surface(400, seed=8)]).to(dtype)
+    pts[1, :5] = pts[1, 5]  # six coincident points: fewer than 3 distinct -> zero normals at k = 4
+    lengths = torch.tensor([400, 350])
+    d = (0.3, -0.2, -1.0)
+    kw = dict(k=4, orient="direction", direction=d)
+    n = m.estimate_normals(pts.to(device), lengths.to(device), **kw)
+    free = m.estimate_normals(pts.to(device), lengths.to(device), k=4, orient=None)
+    dot = (n.double() * torch.tensor(d, dtype=torch.float64, device=device)).sum(-1)
+    assert (dot >= 0).all() and (n.norm(dim=-1) == 0).any()
+    assert torch.equal(n.abs(), free.abs()) and ((n == free).all(-1) | (n == -free).all(-1)).all()
+    assert torch.equal(m.estimate_normals(pts.to(device), lengths.to(device), k=4, orient=None, direction=d), free)
+    torch.testing.assert_close(n.cpu(), R.estimate_normals(pts, lengths, **kw), atol=_tol(dtype), rtol=0)
+    xyz = pts[0].reshape(1, 20, 20, 3).to(device)
+    torch.testing.assert_close(m.estimate_normals_organized(xyz, k=4, orient="direction", direction=d).reshape(1, 400, 3),
+                               m.estimate_normals(xyz.reshape(1, 400, 3), k=4, orient="direction", direction=d))
+
+
+@pytest.mark.skipif(o3d is None, reason="open3d not importable")
+def test_direction_orientation_matches_open3d():
+    pts = wavy_surface(2000, seed=9)
+    d = np.array([0.2, 0.5, -1.0])
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.numpy()))
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(30))
+    pc.orient_normals_to_align_with_direction(d)
+    ref = torch.from_numpy(np.asarray(pc.normals))
+    got = m.estimate_normals(pts[None], k=30, orient="direction", direction=d)[0]
+    has = got.norm(dim=-1) > 0
+    assert has.float().mean() > 0.99
+    assert (got[has] - ref[has]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_degenerate_neighbourhoods_are_zero_never_nan(device):
     line = torch.linspace(0, 1, 50, dtype=torch.float64)[:, None] * torch.tensor([[1.0, 2.0, -0.5]], dtype=torch.float64)
     dup = torch.full((50, 3), 0.25, dtype=torch.float64)
@@ -145,7 +182,14 @@ def test_matches_open3d(radius):
     (lambda: m.estimate_normals(torch.randint(0, 5, (1, 10, 3))), TypeError, "points must have dtype"),
     (lambda: m.estimate_normals(torch.rand(1, 10, 3), k=0), ValueError, "k must be >= 1, got 0"),
     (lambda: m.estimate_normals(torch.rand(1, 10, 3), radius=-1.0), ValueError, "radius must be a finite number > 0"),
-    (lambda: m.estimate_normals(torch.rand(1, 10, 3), orient="camera"), ValueError, "orient must be 'viewpoint' or None"),
+    (lambda: m.estimate_normals(torch.rand(1, 10, 3), orient="camera"), ValueError,
+     "orient must be 'viewpoint', 'direction' or None, got 'camera'"),
+    (lambda: m.estimate_normals(torch.rand(1, 10, 3), orient="direction", direction=(0, 0, 0)), ValueError,
+     r"direction must not be the zero vector, got \(0, 0, 0\)"),
+    (lambda: m.estimate_normals(torch.rand(1, 10, 3), orient="direction", direction=(1, float("nan"), 0)), ValueError,
+     "direction must be 3 finite numbers"),
+    (lambda: m.estimate_normals_organized(torch.rand(1, 4, 4, 3), orient="direction", direction="up"), TypeError,
+     "direction must be a sequence of 3 numbers, got 'up'"),
     (lambda: m.estimate_normals(torch.rand(1, 10, 3), viewpoint=(0, 0)), ValueError, "viewpoint must be 3 finite numbers"),
     (lambda: m.estimate_normals(torch.rand(1, 10, 3), torch.tensor([11])), ValueError, r"lengths must lie in \[0, 10\]"),
     (lambda: m.estimate_normals(torch.full((1, 4, 3), float("nan"))), ValueError, "points contains NaN or Inf"),

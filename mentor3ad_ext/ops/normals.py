@@ -92,18 +92,44 @@ def check_radius(op: str, name: str, radius) -> Optional[float]:
     return float(radius)
 
 
-def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
-    if orient not in ("viewpoint", None):
-        raise ValueError(f"{op}: orient must be 'viewpoint' or None, got {orient!r}")
-    if isinstance(viewpoint, torch.Tensor):
-        viewpoint = viewpoint.detach().cpu().tolist()
+def _three_numbers(op: str, name: str, v) -> list[float]:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().tolist()
     try:
-        vp = [float(v) for v in viewpoint]
+        out = [float(x) for x in v]
     except (TypeError, ValueError):
-        raise TypeError(f"{op}: viewpoint must be a sequence of 3 numbers, got {viewpoint!r}") from None
-    if len(vp) != 3 or not all(math.isfinite(v) for v in vp):
-        raise ValueError(f"{op}: viewpoint must be 3 finite numbers, got {viewpoint!r}")
-    return orient == "viewpoint", vp
+        raise TypeError(f"{op}: {name} must be a sequence of 3 numbers, got {v!r}") from None
+    if len(out) != 3 or not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{op}: {name} must be 3 finite numbers, got {v!r}")
+    return out
+
+
+def _check_orient(op: str, orient, viewpoint) -> tuple[bool, list[float]]:
+    """(orient towards the viewpoint in the kernel, viewpoint); orient "direction" is applied
+    after the kernel (_align_to)."""
+    if orient not in ("viewpoint", "direction", None):
+        raise ValueError(f"{op}: orient must be 'viewpoint', 'direction' or None, got {orient!r}")
+    return orient == "viewpoint", _three_numbers(op, "viewpoint", viewpoint)
+
+
+def _check_direction(op: str, orient, direction) -> Optional[list[float]]:
+    if orient != "direction":
+        return None
+    d = _three_numbers(op, "direction", direction)
+    if not any(d):
+        raise ValueError(f"{op}: direction must not be the zero vector, got {direction!r}")
+    return d
+
+
+def _align_to(normals: torch.Tensor, direction: Optional[list[float]]) -> torch.Tensor:
+    """Flips the normals n with dot(n, direction) < 0 (open3d's
+    `orient_normals_to_align_with_direction`; zero normals stay zero). The dot product in
+    float64, in a fixed order of elementwise operations: the same signs on every device."""
+    if direction is None:
+        return normals
+    n = normals.double()
+    dot = (n[..., 0] * direction[0] + n[..., 1] * direction[1]) + n[..., 2] * direction[2]
+    return torch.where((dot < 0)[..., None], -normals, normals)
 
 
 def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0,
@@ -146,6 +172,7 @@ def estimate_normals(
     orient: Optional[str] = "viewpoint",
     viewpoint: Sequence[float] = (0.0, 0.0, 0.0),
     *,
+    direction: Sequence[float] = (0.0, 0.0, 1.0),
     return_curvature: bool = False,
 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Unit normals by PCA of each point's neighbourhood (open3d's `estimate_normals`).
@@ -157,8 +184,11 @@ def estimate_normals(
         radius: None for the k nearest (KDTreeSearchParamKNN); a float for the up-to-k nearest
             with squared distance < radius**2 (KDTreeSearchParamHybrid).
         orient: "viewpoint" flips each normal n at p so that dot(n, viewpoint - p) >= 0
-            (open3d `orient_normals_towards_camera_location`); None keeps the solver's sign.
+            (open3d `orient_normals_towards_camera_location`); "direction" so that
+            dot(n, direction) >= 0 (open3d `orient_normals_to_align_with_direction`); None keeps
+            the solver's sign.
         viewpoint: the camera position (the origin for MVTec 3D-AD / Eyecandies clouds).
+        direction: the reference direction of orient="direction" (open3d's default +z).
         return_curvature: also return the surface variation l0 / (l0 + l1 + l2) in [0, 1/3].
 
     Returns:
@@ -173,11 +203,13 @@ def estimate_normals(
     k = ck.check_positive_int(OP, "k", k)
     radius = check_radius(OP, "radius", radius)
     do_orient, vp = _check_orient(OP, orient, viewpoint)
+    d = _check_direction(OP, orient, direction)
     ck.check_points(OP, "points", points, allow_half=True, dim=3)
     lengths = ck.check_lengths(OP, "lengths", lengths, points.shape[0], points.shape[1], points.device)
     ck.check_finite(OP, "points", points)
     pts = ck.as_float_input(points.detach())
     normals, curvature = _estimate(pts, lengths, k, radius, do_orient, vp)
+    normals = _align_to(normals, d)
     return (normals, curvature) if return_curvature else normals
 
 
@@ -189,6 +221,7 @@ def estimate_normals_organized(
     orient: Optional[str] = "viewpoint",
     viewpoint: Sequence[float] = (0.0, 0.0, 0.0),
     *,
+    direction: Sequence[float] = (0.0, 0.0, 1.0),
     return_curvature: bool = False,
 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """`estimate_normals` on organized clouds: xyz (B, H, W, 3) -> normals (B, H, W, 3).
@@ -201,11 +234,12 @@ def estimate_normals_organized(
     k = ck.check_positive_int(OP_ORGANIZED, "k", k)
     radius = check_radius(OP_ORGANIZED, "radius", radius)
     do_orient, vp = _check_orient(OP_ORGANIZED, orient, viewpoint)
+    d = _check_direction(OP_ORGANIZED, orient, direction)
     xyz, valid = check_organized(OP_ORGANIZED, xyz, valid)
     B, H, W, _ = xyz.shape
     points, lengths, pixel_of_row = pack_organized(OP_ORGANIZED, xyz.detach(), valid)
     normals, curvature = _estimate(points, lengths, k, radius, do_orient, vp)
-    normals = unpack_organized(normals, pixel_of_row, H, W)
+    normals = unpack_organized(_align_to(normals, d), pixel_of_row, H, W)
     if not return_curvature:
         return normals
     return normals, unpack_organized(curvature[..., None], pixel_of_row, H, W)[..., 0]

@@ -52,17 +52,20 @@ def pca_normal(nbrs: np.ndarray):
 
 
 def estimate_normals(points, lengths=None, k=30, radius=None, orient="viewpoint",
-                     viewpoint=(0.0, 0.0, 0.0), *, return_curvature=False):
+                     viewpoint=(0.0, 0.0, 0.0), *, direction=(0.0, 0.0, 1.0), return_curvature=False):
     pts, lists = neighbour_lists(points, lengths, k, radius)
     B, P, _ = pts.shape
     normals = np.zeros((B, P, 3))
     curv = np.zeros((B, P))
     vp = np.asarray(viewpoint, dtype=np.float64)
+    d = np.asarray(direction, dtype=np.float64)
     for b in range(B):
         cloud = pts[b].double().numpy()
         for i, nb in enumerate(lists[b]):
             n, c = pca_normal(cloud[nb])
             if orient == "viewpoint" and np.dot(n, vp - cloud[i]) < 0:
+                n = -n
+            if orient == "direction" and np.dot(n, d) < 0:
                 n = -n
             normals[b, i], curv[b, i] = n, c
     n_t = torch.from_numpy(normals).to(pts.dtype)
