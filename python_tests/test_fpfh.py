@@ -86,7 +86,7 @@ def test_radius_bounded_search_gives_the_same_bits(device, dtype, monkeypatch):
     bounded_n = m.estimate_normals(pts, lengths, k=40, radius=0.03)
     plain = normals_op.neighbourhoods
 
-    def unbounded(points, lengths, K, radius2=-1.0, with_dists=True, index32=False):
+    def unbounded(points, lengths, K, radius2=-1.0, with_dists=True, index32=False, packed=False):
         idx, dists, order = plain(points, lengths, K)  # all K nearest, then the radius cut
         if radius2 < 0:
             return idx, dists, order
@@ -178,12 +178,11 @@ def _row_order_and_row_functions(pts, nrm, lengths, K, radius2=-1.0, index32=Fal
 
 def _packed_rows(pts, lengths, K, radius2=-1.0):
     """FPFH's own CPU search: (query order, (idx, row_start, row_count)) of packed int32 rows."""
-    from mentor3ad_ext.ops.knn import _knn_within_rows32
-    from mentor3ad_ext.ops.normals import spatial_order
+    from mentor3ad_ext.ops.normals import neighbourhoods
 
-    order = spatial_order(pts, lengths)
-    queries = pts.gather(1, order[..., None].expand(-1, -1, 3))
-    return order, _knn_within_rows32(queries, pts, lengths, lengths, K, radius2 if radius2 >= 0 else float("inf"))
+    rows, _, order = neighbourhoods(pts, lengths, K, radius2, with_dists=False, packed=True)
+    assert isinstance(rows, tuple)
+    return order, rows
 
 
 def _check_packed_rows(pts, lengths, K, radius2, cut=True):

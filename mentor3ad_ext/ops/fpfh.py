@@ -4,15 +4,13 @@ Not differentiable: histogram binning is piecewise constant; outputs never requi
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
-from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn_within_rows32, fits_int32
+from ._spatial import check_organized, pack_organized, unpack_organized
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
 
 OP = "fpfh"
@@ -80,14 +78,9 @@ def _(points, normals, idx, row_start, row_count, query_index, K):
 def _compute(points, normals, lengths, radius, max_nn):
     # The search's rows end at the radius, so the kernels need no distances (radius2 -1). On the
     # CPU they come packed (int32, no padding: about half the padded list's memory).
-    if host_kernels(points) and fits_int32(points, max_nn):
-        order = spatial_order(points, lengths)
-        queries = points.gather(1, order[..., None].expand(-1, -1, 3))
-        bound = math.inf if radius is None else radius * radius
-        idx, row_start, row_count = _knn_within_rows32(queries, points, lengths, lengths, max_nn, bound)
-        del queries  # (not held through the passes)
-        return _fpfh_rows(points, normals, idx, row_start, row_count, order, max_nn)
-    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False, index32=True)
+    idx, dists, order = neighbourhoods(points, lengths, max_nn, _radius2(radius), with_dists=False, packed=True)
+    if isinstance(idx, tuple):  # packed rows: (idx, row_start, row_count)
+        return _fpfh_rows(points, normals, *idx, order, max_nn)
     return _fpfh(points, normals, idx, dists, order, -1.0)
 
 

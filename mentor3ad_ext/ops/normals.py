@@ -14,7 +14,7 @@ import torch
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, fits_int32
+from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, _knn_within_rows32, fits_int32
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -133,18 +133,22 @@ def _align_to(normals: torch.Tensor, direction: Optional[list[float]]) -> torch.
 
 
 def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2: float = -1.0,
-                   with_dists: bool = True, index32: bool = False):
+                   with_dists: bool = True, index32: bool = False, packed: bool = False):
     """(idx, dists, query_index): the K nearest neighbours of every point, rows in spatial order;
     with radius2 >= 0 only those at squared distance < radius2, the prefix the kernels read: the
     search stops there (`_knn_within`). Without `with_dists`, dists may come back empty (always
     with a radius, on the CPU also without: the search then writes no distances; the -1 padding
     marks the end of each row, and kernels take radius2 = -1). `index32` (without dists): int32
-    indices where the CPU kernels serve (for kernels that take them: FPFH's)."""
+    indices where the CPU kernels serve (for kernels that take them: FPFH's). `packed` (without
+    dists): where the CPU kernels serve, idx is instead the tuple (idx, row_start, row_count) of
+    packed int32 rows (`_knn_within_rows32`, FPFH's own search)."""
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     if not with_dists and (radius2 >= 0 or host_kernels(points)):
         bound = radius2 if radius2 >= 0 else math.inf  # unbounded: the same rows as _knn's
-        search = _knn_within_idx32 if index32 and host_kernels(points) and fits_int32(points, K) else _knn_within_idx
+        host32 = host_kernels(points) and fits_int32(points, K)
+        search = (_knn_within_rows32 if packed and host32 else
+                  _knn_within_idx32 if index32 and host32 else _knn_within_idx)
         return search(queries, points, lengths, lengths, K, bound), points.new_empty(0), order
     if radius2 >= 0:
         dists, idx = _knn_within(queries, points, lengths, lengths, K, radius2)
