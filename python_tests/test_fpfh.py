@@ -401,6 +401,23 @@ def test_degenerate_inputs_never_nan(device):
     assert m.fpfh(torch.zeros(3, 0, 3, device=device), torch.zeros(3, 0, 3, device=device)).shape == (3, 0, 33)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_neighbour_counts_past_the_cloud_are_the_whole_cloud(device):
+    # The searches' lists are (B, P, max_nn): max_nn = 2**31 on 40 points asked the allocator
+    # for ~500 GB. Past the cloud size the neighbours are all points, so the counts are capped.
+    pts, nrm = (t[None].to(device) for t in _cloud(40, 3))
+    lengths = torch.tensor([33], device=device)
+    for radius in (None, 0.3):
+        want = m.fpfh(pts, nrm, lengths, radius=radius, max_nn=40)
+        assert torch.equal(m.fpfh(pts, nrm, lengths, radius=radius, max_nn=2**31), want)
+        assert torch.equal(m.fpfh(pts, nrm, lengths, radius=radius, max_nn=41), want)
+    assert torch.equal(m.estimate_normals(pts, lengths, k=2**31), m.estimate_normals(pts, lengths, k=40))
+    xyz = pts.reshape(1, 5, 8, 3)
+    assert torch.equal(m.fpfh_organized(xyz, max_nn=2**40, normals_k=2**31),
+                       m.fpfh_organized(xyz, max_nn=40, normals_k=40))
+    assert torch.equal(m.estimate_normals_organized(xyz, k=2**31), m.estimate_normals_organized(xyz, k=40))
+
+
 def test_equal_normals_are_deterministic():
     # kNN normals: neighbouring points often share a neighbourhood and so a bitwise-equal normal;
     # the result then depends on rounding (as in open3d) but is reproducible run to run.

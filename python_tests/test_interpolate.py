@@ -63,6 +63,18 @@ def test_interpolate_exact_at_ref_points_and_empty():
     assert torch.equal(out, torch.zeros(1, 5, 2))  # no reference points: zeros, not NaN
 
 
+def test_interpolate_k_past_the_reference_cloud():
+    # The output holds no neighbours, so k past the reference cloud is that cloud (not a
+    # (B, P1, k) search: k = 2**31 asked the allocator for tens of GB).
+    q, r, f = torch.rand(2, 6, 3), torch.rand(2, 9, 3), torch.randn(2, 9, 4)
+    lengths_ref = torch.tensor([9, 4])
+    want = m.interpolate_features(q, r, f, k=9, lengths_ref=lengths_ref)
+    assert torch.equal(m.interpolate_features(q, r, f, k=2**31, lengths_ref=lengths_ref), want)
+    xyz = torch.rand(2, 4, 6, 3)
+    assert torch.equal(m.interpolate_to_grid(r, f, xyz, k=2**31, out_size=(2, 3)),
+                       m.interpolate_to_grid(r, f, xyz, k=9, out_size=(2, 3)))
+
+
 def test_interpolate_gradcheck():
     q = torch.rand(1, 15, 3, dtype=torch.float64, requires_grad=True)
     r = torch.rand(1, 10, 3, dtype=torch.float64, requires_grad=True)

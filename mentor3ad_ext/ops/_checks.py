@@ -136,6 +136,14 @@ def check_positive_int(op: str, name: str, v, *, minimum: int = 1) -> int:
     return v
 
 
+def at_most_points(k: int, points: int) -> int:
+    """A neighbour count for ops whose output does not hold the neighbours (descriptors,
+    interpolation): past the cloud's size it selects the same neighbours as the size itself, so
+    it is capped there instead of sizing the search's (B, P, k) lists by it (k = 2**31 asked for
+    tens of GB on a 3-point cloud)."""
+    return min(k, max(points, 1))
+
+
 def as_float_input(t: torch.Tensor) -> torch.Tensor:
     """Half inputs are computed in float32; everything handed to `_C` is contiguous."""
     if t.dtype in HALF_DTYPES:

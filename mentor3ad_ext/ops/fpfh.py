@@ -100,7 +100,7 @@ def fpfh(
         radius: neighbourhood of the up-to-max_nn nearest points with squared distance
             < radius**2 (open3d KDTreeSearchParamHybrid(radius, max_nn)); None: the max_nn
             nearest (KDTreeSearchParamKNN(max_nn)).
-        max_nn: neighbours per point, the point itself included.
+        max_nn: neighbours per point, the point itself included (past the cloud size: all).
 
     Returns:
         (B, P, 33) in the computation dtype: three 11-bin blocks (the angle alpha = atan2 in
@@ -128,7 +128,7 @@ def fpfh(
     pts, nrm = ck.as_float_input(points.detach()), ck.as_float_input(normals.detach())
     if pts.dtype != nrm.dtype:  # mixed float32/float64: compute in float64
         pts, nrm = pts.double(), nrm.double()
-    return _compute(pts, nrm, lengths, radius, max_nn)
+    return _compute(pts, nrm, lengths, radius, ck.at_most_points(max_nn, pts.shape[1]))
 
 
 def fpfh_organized(
@@ -157,6 +157,7 @@ def fpfh_organized(
     xyz, valid = check_organized(OP_ORGANIZED, xyz, valid)
     B, H, W, _ = xyz.shape
     points, lengths, pixel_of_row = pack_organized(OP_ORGANIZED, xyz.detach(), valid)
+    max_nn, normals_k = ck.at_most_points(max_nn, H * W), ck.at_most_points(normals_k, H * W)
     if normals is None and radius is None and normals_k <= max_nn:
         # One search serves both: the normals' k nearest are the prefix of FPFH's max_nn nearest
         # (the lists are exact, ties by index), so the bits are those of two searches; the

@@ -59,7 +59,7 @@ def interpolate_features(
     ck.check_same_device(OP, ref=ref, ref_features=ref_features)
     if not (isinstance(power, (int, float)) and power > 0) or not (isinstance(eps, (int, float)) and eps >= 0):
         raise ValueError(f"{OP}: power must be > 0 and eps >= 0, got power={power!r}, eps={eps!r}")
-    nn = knn_points(query, ref, lengths_query, lengths_ref, K=k)
+    nn = knn_points(query, ref, lengths_query, lengths_ref, K=ck.at_most_points(k, ref.shape[1]))
     feats = ref_features.float() if ref_features.dtype in ck.HALF_DTYPES else ref_features
     w = idw_weights(nn.dists, nn.idx, float(power), float(eps)).to(feats.dtype)
     return weighted_gather(feats, nn.idx, w)

@@ -88,6 +88,7 @@ def interpolate_to_grid(
     flat_valid = valid.reshape(B, HW)
     order = torch.sort((~flat_valid).to(torch.uint8), dim=1, stable=True).indices
     packed = xyz.reshape(B, HW, 3).gather(1, order[..., None].expand(-1, -1, 3))
+    k = ck.at_most_points(k, G)
     nn = knn_points(packed, centers, flat_valid.sum(1), lengths_centers, K=k)
     feats = center_features.float() if center_features.dtype in ck.HALF_DTYPES else center_features
     wts = idw_weights(nn.dists, nn.idx, float(power), float(eps)).to(feats.dtype)

@@ -184,7 +184,8 @@ def estimate_normals(
     Args:
         points: (B, P, 3) float32/float64 (half computed in float32), padded clouds.
         lengths: optional (B,) int64 valid sizes; padding points get zero normals.
-        k: neighbours per point, the point itself included (open3d `max_nn` / `knn`).
+        k: neighbours per point, the point itself included (open3d `max_nn` / `knn`; past the
+            cloud size: all).
         radius: None for the k nearest (KDTreeSearchParamKNN); a float for the up-to-k nearest
             with squared distance < radius**2 (KDTreeSearchParamHybrid).
         orient: "viewpoint" flips each normal n at p so that dot(n, viewpoint - p) >= 0
@@ -212,7 +213,7 @@ def estimate_normals(
     lengths = ck.check_lengths(OP, "lengths", lengths, points.shape[0], points.shape[1], points.device)
     ck.check_finite(OP, "points", points)
     pts = ck.as_float_input(points.detach())
-    normals, curvature = _estimate(pts, lengths, k, radius, do_orient, vp)
+    normals, curvature = _estimate(pts, lengths, ck.at_most_points(k, pts.shape[1]), radius, do_orient, vp)
     normals = _align_to(normals, d)
     return (normals, curvature) if return_curvature else normals
 
@@ -242,7 +243,7 @@ def estimate_normals_organized(
     xyz, valid = check_organized(OP_ORGANIZED, xyz, valid)
     B, H, W, _ = xyz.shape
     points, lengths, pixel_of_row = pack_organized(OP_ORGANIZED, xyz.detach(), valid)
-    normals, curvature = _estimate(points, lengths, k, radius, do_orient, vp)
+    normals, curvature = _estimate(points, lengths, ck.at_most_points(k, H * W), radius, do_orient, vp)
     normals = unpack_organized(_align_to(normals, d), pixel_of_row, H, W)
     if not return_curvature:
         return normals
