@@ -224,6 +224,8 @@ def test_gradient_flows_to_sampled_points():
     (dict(lengths=torch.tensor([3.0])), TypeError, "lengths must be an integer tensor"),
     (dict(start_idx=10), ValueError, "start_idx must lie in"),
     (dict(K=torch.tensor([2, 3])), ValueError, r"K tensor must have shape \(1,\)"),
+    # (no coordinates: the kernel read a null buffer and segfaulted)
+    (dict(points=torch.zeros(1, 10, 0)), ValueError, r"points must have at least one coordinate \(D >= 1\), got shape \(1, 10, 0\)"),
 ])
 def test_bad_input(bad, exc, match):
     args = dict(points=torch.randn(1, 10, 3), lengths=None, K=3)

@@ -234,7 +234,7 @@ def test_from_neighbors_reads_row_prefixes_in_place(device, radius):
     if host_kernels(pts) and radius is None:
         got = _normals(pts, idx.int()[..., :k], dists.new_empty(0), order, -1.0, True, vp)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    with pytest.raises(TypeError, match="idx must be int32 or int64, got torch.float32"):
+    with pytest.raises(TypeError, match="idx must have dtype in \\(int32, int64\\), got float32"):
         _normals(pts, idx.float(), dists, order, r2, True, vp)
     if not host_kernels(pts):
         with pytest.raises(ValueError, match="int32 neighbour lists are served by the CPU kernels only"):

@@ -14,9 +14,13 @@ struct Span {
   int64_t begin, end;
 };
 
-// Positions j of row (b, r)'s entries; entry_at() maps a position to the entry id m.
+// Positions j of row (b, r)'s entries; entry_at() maps a position to the entry id m. A plan's
+// offsets are clamped to its B * M entries: one that holds garbage reads none past them.
+M3AD_HD int64_t clamp_position(int64_t j, int64_t n) { return j < 0 ? 0 : (j > n ? n : j); }
+
 M3AD_HD Span row_span(const SegmentReduceParams& p, int64_t b, int64_t r) {
-  if (p.offsets) return {p.offsets[b * p.R + r], p.offsets[b * p.R + r + 1]};
+  if (p.offsets)
+    return {clamp_position(p.offsets[b * p.R + r], p.B * p.M), clamp_position(p.offsets[b * p.R + r + 1], p.B * p.M)};
   const int64_t lo = r * p.group, hi = lo + p.group;
   return {lo < p.M ? lo : p.M, hi < p.M ? hi : p.M};
 }

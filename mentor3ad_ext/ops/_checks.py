@@ -63,6 +63,8 @@ def check_tensor(op: str, name: str, t, *, ndim: Optional[int] = None,
 def check_points(op: str, name: str, t, *, allow_half: bool = False, dim: Optional[int] = None) -> torch.Tensor:
     dtypes = FLOAT_DTYPES + (HALF_DTYPES if allow_half else ())
     check_tensor(op, name, t, ndim=3, dtypes=dtypes, shape_hint="(B, P, D)")
+    if t.shape[2] == 0:  # no coordinates: no distances (the kernels would read from a null buffer)
+        raise ValueError(f"{op}: {name} must have at least one coordinate (D >= 1), got shape {shape_str(t)}")
     if dim is not None and t.shape[2] != dim:
         raise ValueError(f"{op}: {name} must have {dim} coordinates in its last dimension, got shape {shape_str(t)}")
     return t

@@ -32,6 +32,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from . import _checks as ck
+from ._contract import INT64, Contract
 from ._launch import C, device_args, dtype_tag, ptr, workspace
 
 # Must match csrc/scatter/scatter.h (Reduce).
@@ -93,6 +94,8 @@ def _segment_reduce_raw(values: torch.Tensor, *, offsets: Optional[torch.Tensor]
 
 @torch.library.custom_op("mentor3ad::rows_plan", mutates_args=())
 def _rows_plan_op(index: torch.Tensor, num_rows: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    c = Contract("rows_plan")
+    index, num_rows = c.tensor("index", index, ("B", "M"), INT64), c.integer("num_rows", num_rows)
     B, M = index.shape
     offsets = torch.empty(B * num_rows + 1, dtype=torch.int64, device=index.device)
     order = torch.empty(B * M, dtype=torch.int64, device=index.device)
@@ -112,10 +115,23 @@ def _(index, num_rows):
 def _scatter_rows_op(values: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, order: torch.Tensor,
                      num_rows: int, reduce: str, weights: Optional[torch.Tensor],
                      channels_first: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    # The plan's values need no check: the kernels clamp each row's span to `order` and skip
+    # entry ids and source rows out of range (csrc/scatter/segment_rules.h).
+    c = Contract("scatter_rows")
+    values = c.tensor("values", values, ("B", "S", "C"), contiguous=False)  # read at its strides
+    index = c.tensor("index", index, ("B", "M"), INT64)
+    num_rows = c.integer("num_rows", num_rows)
+    c.choice("reduce", reduce, tuple(REDUCE_TAGS))
+    offsets = c.tensor("offsets", offsets, (c["B"] * num_rows + 1,), INT64)
+    order = c.tensor("order", order, (c["B"] * c["M"],), INT64)
+    weights = c.optional("weights", weights, ("B", "M"), (values.dtype,))
     B, S, _ = values.shape
     M = index.shape[1]
+    if S and M % S:  # each value row fans out to the same number of entries
+        raise ValueError(f"mentor3ad::scatter_rows: index's {M} entries per batch must be a multiple of "
+                         f"values' {S} rows")
     return _segment_reduce_raw(values, offsets=offsets, order=order, group=1, src_index=None,
-                               src_group=M // S if S else 1, weights=weights, M=M, num_rows=num_rows,
+                               src_group=max(M // S, 1) if S else 1, weights=weights, M=M, num_rows=num_rows,
                                reduce=reduce, channels_first=channels_first)
 
 
@@ -129,6 +145,11 @@ def _(values, index, offsets, order, num_rows, reduce, weights, channels_first):
 @torch.library.custom_op("mentor3ad::gather_rows", mutates_args=())
 def _gather_rows_op(src: torch.Tensor, index: torch.Tensor, group: int,
                     weights: Optional[torch.Tensor]) -> torch.Tensor:
+    c = Contract("gather_rows")
+    src = c.tensor("src", src, ("B", "R", "C"), contiguous=False)  # read at its strides
+    index = c.tensor("index", index, ("B", "M"), INT64)
+    group = c.integer("group", group, 1)
+    weights = c.optional("weights", weights, ("B", "M"), (src.dtype,))
     M = index.shape[1]
     out, _ = _segment_reduce_raw(src, offsets=None, order=None, group=group, src_index=index, src_group=1,
                                  weights=weights, M=M, num_rows=M // group, reduce="sum", channels_first=False)
@@ -143,6 +164,13 @@ def _(src, index, group, weights):
 @torch.library.custom_op("mentor3ad::rows_dot", mutates_args=())
 def _rows_dot_op(a: torch.Tensor, a_index: Optional[torch.Tensor], a_group: int, v: torch.Tensor,
                  v_index: Optional[torch.Tensor], v_group: int, M: int) -> torch.Tensor:
+    c = Contract("rows_dot")
+    a = c.tensor("a", a, ("B", "Ra", "C"), contiguous=False)  # both read at their strides
+    v = c.tensor("v", v, ("B", "Rv", "C"), (a.dtype,), contiguous=False)
+    M = c.integer("M", M)
+    a_index = c.optional("a_index", a_index, ("B", M), INT64)
+    v_index = c.optional("v_index", v_index, ("B", M), INT64)
+    a_group, v_group = c.integer("a_group", a_group, 1), c.integer("v_group", v_group, 1)
     B, Ra, Cc = a.shape
     out = torch.zeros((B, M), dtype=a.dtype, device=a.device)
     if out.numel() == 0 or Cc == 0:
@@ -160,6 +188,10 @@ def _(a, a_index, a_group, v, v_index, v_group, M):
 
 @torch.library.custom_op("mentor3ad::scatter_max_backward", mutates_args=())
 def _max_backward_op(grad: torch.Tensor, argmax: torch.Tensor, index: torch.Tensor, num_src: int) -> torch.Tensor:
+    c = Contract("scatter_max_backward")
+    grad = c.tensor("grad", grad, ("B", "R", "C"), contiguous=False)  # both read at their strides
+    argmax = c.tensor("argmax", argmax, ("B", "R", "C"), INT64, contiguous=False)
+    index, num_src = c.tensor("index", index, ("B", "M"), INT64), c.integer("num_src", num_src)
     B, R, Cc = grad.shape
     M = index.shape[1]
     out = torch.zeros((B, num_src, Cc), dtype=grad.dtype, device=grad.device)

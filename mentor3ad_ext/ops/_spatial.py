@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
+from ._contract import INT64, Contract
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 
 _MORTON_BITS = 10  # kMortonBits: 1024 cells per axis, far finer than any neighbourhood
@@ -49,6 +50,11 @@ def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Te
 # CUDA) in one graph instead of breaking at the raw kernel call.
 @torch.library.custom_op("mentor3ad::morton_codes", mutates_args=())
 def _morton_codes(points: torch.Tensor, lengths: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    c = Contract("morton_codes")
+    points = c.tensor("points", points, ("B", "P", 3))
+    lengths = c.tensor("lengths", lengths, ("B",), INT64)
+    lo = c.tensor("lo", lo, ("B", 3), (points.dtype,))
+    scale = c.tensor("scale", scale, ("B",), (points.dtype,))
     B, P, _ = points.shape
     codes = torch.empty((B, P), dtype=torch.int64, device=points.device)
     if codes.numel():
@@ -82,6 +88,9 @@ def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 # torch's stable argsort took ~10 ms of FPFH's ~70 ms neighbour search at 100k points (2 cores).
 @torch.library.custom_op("mentor3ad::morton_order", mutates_args=(), device_types="cpu")
 def _morton_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    c = Contract("morton_order")
+    points = c.tensor("points", points, ("B", "P", 3), cpu=True)
+    lengths = c.tensor("lengths", lengths, ("B",), INT64)
     B, P, _ = points.shape
     order = torch.empty((B, P), dtype=torch.int64)
     if order.numel():

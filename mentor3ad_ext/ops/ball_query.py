@@ -7,7 +7,7 @@ import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, ptr
-from .knn import KNN, _pair_inputs, knn_gather, pair_distance_backward
+from .knn import KNN, _pair_inputs, _search_args, knn_gather, pair_distance_backward
 
 OP = "ball_query"
 
@@ -15,6 +15,7 @@ OP = "ball_query"
 @torch.library.custom_op("mentor3ad::ball_query", mutates_args=())
 def _ball_query(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                 K: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    p1, p2, lengths1, lengths2, K = _search_args("ball_query", p1, p2, lengths1, lengths2, K)
     B, P1, D = p1.shape
     dists = torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device)
     idx = torch.empty((B, P1, K), dtype=torch.int64, device=p1.device)

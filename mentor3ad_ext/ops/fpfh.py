@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import _checks as ck
+from ._contract import INDEX, INT64, Contract
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
 from ._spatial import check_organized, pack_organized, unpack_organized
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
@@ -18,14 +19,16 @@ OP_ORGANIZED = "fpfh_organized"
 FPFH_DIM = 33
 
 
+def _contract(op: str, points, normals, query_index):
+    """The FPFH ops' contract (_contract.py) on the tensors both take."""
+    c = Contract(op)
+    points = c.tensor("points", points, ("B", "P", 3))
+    normals = c.tensor("normals", normals, ("B", "P", 3), (points.dtype,))
+    return c, points, normals, c.tensor("query_index", query_index, ("B", "P"), INT64, empty_ok=True)
+
+
 def _run(points, normals, idx, dists, query_index, K: int, radius2: float, rows=None) -> torch.Tensor:
     B, P, _ = points.shape
-    # (the ops below are reachable through torch.ops: shapes the kernels would read past are refused)
-    if normals.shape != points.shape or (query_index.numel() and (
-            tuple(query_index.shape) != (B, P) or query_index.dtype != torch.int64)):
-        raise ValueError(f"fpfh: normals must have the shape of points {tuple(points.shape)} and query_index "
-                         f"be int64 ({B}, {P}), got {tuple(normals.shape)} and {query_index.dtype} "
-                         f"{tuple(query_index.shape)}")
     out = torch.empty((B, P, FPFH_DIM), dtype=points.dtype, device=points.device)
     if out.numel():
         ws = workspace(C().fpfh_workspace_bytes(B, P), points)
@@ -40,11 +43,11 @@ def _run(points, normals, idx, dists, query_index, K: int, radius2: float, rows=
 @torch.library.custom_op("mentor3ad::fpfh_from_neighbors", mutates_args=())
 def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor,
           query_index: torch.Tensor, radius2: float) -> torch.Tensor:
+    c, points, normals, query_index = _contract("fpfh_from_neighbors", points, normals, query_index)
+    idx = c.tensor("idx", idx, ("B", "P", "K"), INDEX)
+    dists = c.tensor("dists", dists, ("B", "P", "K"), (points.dtype,), empty_ok=True)
     if idx.dtype == torch.int32 and not host_kernels(points):
-        raise ValueError("fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
-    if idx.dim() != 3 or idx.shape[:2] != points.shape[:2] or (dists.numel() and dists.shape != idx.shape):
-        raise ValueError(f"fpfh_from_neighbors: idx (and dists) must be ({points.shape[0]}, {points.shape[1]}, K), "
-                         f"got {tuple(idx.shape)} and {tuple(dists.shape)}")
+        raise ValueError("mentor3ad::fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     return _run(points, normals, idx, dists, query_index, idx.shape[2], radius2)
 
 
@@ -58,14 +61,14 @@ def _(points, normals, idx, dists, query_index, radius2):
 def _fpfh_rows(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, row_start: torch.Tensor,
                row_count: torch.Tensor, query_index: torch.Tensor, K: int) -> torch.Tensor:
     """`_fpfh` over packed rows (`knn_within_rows32`: idx (B * P * K,) int32, row_start (B, P)
-    int64, row_count (B, P) int32, each row ending at the radius). CPU only."""
+    int64, row_count (B, P) int32, each row ending at the radius). CPU only. The kernel refuses
+    rows outside idx or longer than K (check_packed_rows)."""
+    c, points, normals, query_index = _contract("fpfh_from_rows", points, normals, query_index)
     B, P, _ = points.shape
-    want = {"idx": ((B * P * K,), torch.int32), "row_start": ((B, P), torch.int64),
-            "row_count": ((B, P), torch.int32)}
-    for name, t in (("idx", idx), ("row_start", row_start), ("row_count", row_count)):
-        if tuple(t.shape) != want[name][0] or t.dtype != want[name][1] or not t.is_contiguous():
-            raise ValueError(f"fpfh_from_rows: {name} must be a contiguous {want[name][1]} tensor of shape "
-                             f"{want[name][0]}, got {t.dtype} {tuple(t.shape)}")
+    K = c.integer("K", K)
+    idx = c.tensor("idx", idx, (B * P * K,), (torch.int32,))
+    row_start = c.tensor("row_start", row_start, ("B", "P"), INT64)
+    row_count = c.tensor("row_count", row_count, ("B", "P"), (torch.int32,))
     return _run(points, normals, idx, points.new_empty(0), query_index, K, -1.0, (row_start, row_count))
 
 

@@ -6,6 +6,7 @@ from typing import Optional, Union
 import torch
 
 from . import _checks as ck
+from ._contract import INT64, Contract
 from ._launch import C, device_args, dtype_tag, ptr, workspace
 from .gather import masked_gather
 
@@ -14,6 +15,12 @@ OP = "sample_farthest_points"
 
 @torch.library.custom_op("mentor3ad::fps", mutates_args=())
 def _fps(points: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, start: torch.Tensor, K_max: int) -> torch.Tensor:
+    # The kernels clamp lengths and k and take start modulo the cloud length.
+    c = Contract("fps")
+    points = c.tensor("points", points, ("B", "P", "D"))
+    c.at_least("D", 1)
+    lengths, k, start = (c.tensor(n, t, ("B",), INT64) for n, t in (("lengths", lengths), ("k", k), ("start", start)))
+    K_max = c.integer("K_max", K_max)
     B, P, D = points.shape
     idx = torch.empty((B, K_max), dtype=torch.int64, device=points.device)
     if B == 0 or K_max == 0:

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import _checks as ck
+from ._contract import INT64, Contract
 from ._launch import C, dtype_tag, host_kernels, ptr
 from .interpolate import idw_weights
 from .knn import knn_points
@@ -108,6 +109,9 @@ def interpolate_to_grid(
 
 @torch.library.custom_op("mentor3ad::coalesce_count", mutates_args=())
 def _coalesce_count(idx: torch.Tensor, num_sources: int) -> torch.Tensor:
+    c = Contract("coalesce_count")
+    idx = c.tensor("idx", idx, ("B", "R", "E"), INT64, cpu=True)
+    num_sources = c.integer("num_sources", num_sources)
     B, R, E = idx.shape
     distinct = torch.empty((B, R), dtype=torch.int64)
     C().coalesce_rows(ptr(idx), 0, 0, 0, 0, ptr(distinct), B, R, E, 0, num_sources, True, 0)
@@ -121,6 +125,11 @@ def _(idx, num_sources):
 
 @torch.library.custom_op("mentor3ad::coalesce_rows", mutates_args=())
 def _coalesce_rows(idx: torch.Tensor, w: torch.Tensor, num_sources: int, U: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # (rows with more than U distinct sources are cut at U by the kernel, never overflowed)
+    c = Contract("coalesce_rows")
+    idx = c.tensor("idx", idx, ("B", "R", "E"), INT64, cpu=True)
+    w = c.tensor("w", w, ("B", "R", "E"))
+    num_sources, U = c.integer("num_sources", num_sources), c.integer("U", U)
     B, R, E = idx.shape
     out_idx = torch.empty((B, R, U), dtype=torch.int64)
     out_w = torch.empty((B, R, U), dtype=w.dtype)

@@ -9,6 +9,7 @@ import torch
 
 from . import _checks as ck
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
+from ._contract import INT64, Contract
 from ._knn_dense import dense_pays, knn_dense_into
 from ._scatter import gather_rows
 from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
@@ -102,9 +103,24 @@ def _knn_scan(p1, p2, lengths1, lengths2, K: int, norm: int = 2, select_mode: in
     return dists, idx
 
 
+def _search_args(op: str, p1, p2, lengths1, lengths2, K: int, dim3: bool = False):
+    """The internal searches' contract (_contract.py): (p1, p2, lengths1, lengths2, K)."""
+    c = Contract(op)
+    p1 = c.tensor("p1", p1, ("B", "P1", 3 if dim3 else "D"))
+    p2 = c.tensor("p2", p2, ("B", "P2", "D" if not dim3 else 3), (p1.dtype,))
+    lengths1 = c.tensor("lengths1", lengths1, ("B",), INT64)
+    lengths2 = c.tensor("lengths2", lengths2, ("B",), INT64)
+    if not dim3:
+        c.at_least("D", 1)
+    return p1, p2, lengths1, lengths2, c.integer("K", K)
+
+
 @torch.library.custom_op("mentor3ad::knn", mutates_args=())
 def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
          K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
+    p1, p2, lengths1, lengths2, K = _search_args("knn", p1, p2, lengths1, lengths2, K)
+    if norm not in (1, 2):
+        raise ValueError(f"mentor3ad::knn: norm must be 1 or 2, got {norm!r}")
     B, P1, D = p1.shape
     P2 = p2.shape[1]
     dists, idx = _outputs(p1, K)
@@ -141,6 +157,7 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
     (csrc/knn/knn_cpu.cpp), on CUDA the sorted tiles where they serve (no tile beyond the bound
     is scanned, no list takes a point there; FPFH's 100k x 100k search with max_nn = 100 keeps
     ~50); elsewhere the plain kNN, cut after. The same rows either way (the tests check it)."""
+    p1, p2, lengths1, lengths2, K = _search_args("knn_within", p1, p2, lengths1, lengths2, K)
     B, P1, D = p1.shape
     P2 = p2.shape[1]
     dists, idx = _outputs(p1, K)
@@ -168,6 +185,7 @@ def _knn_within_idx(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, 
     """The indices of `_knn_within` alone. The CPU search then writes no distances: FPFH reads
     none, and its (P, max_nn) list of them was first touched into fresh pages at every call
     (100k x 100 in float64: 80 MB, ~16 ms of the kernel zeroing pages on 2 cores)."""
+    p1, p2, lengths1, lengths2, K = _search_args("knn_within_idx", p1, p2, lengths1, lengths2, K)
     if p1.shape[2] == 3 and host_kernels(p1) and p1.shape[0] * p1.shape[1] * K:
         idx = torch.empty((p1.shape[0], p1.shape[1], K), dtype=torch.int64)
         _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx)
@@ -188,21 +206,13 @@ def fits_int32(p2: torch.Tensor, K: int) -> bool:
     return p2.shape[1] <= INT32_MAX and K <= INT32_MAX
 
 
-def _check_int32_search(op: str, p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor,
-                        lengths2: torch.Tensor, K: int) -> None:
-    """These internal ops are reachable through torch.ops: inputs the kernel would read past are
-    refused (the public ops' checks come first on every path of ours)."""
-    if p1.shape[2] != 3 or p2.shape[2] != 3:  # the kernel reads 3 coordinates a point
-        raise ValueError(f"{op}: 3-D points only, got p1 {tuple(p1.shape)}, p2 {tuple(p2.shape)}")
-    B = p1.shape[0]
-    if p2.shape[0] != B or p2.dtype != p1.dtype or any(
-            tuple(t.shape) != (B,) or t.dtype != torch.int64 for t in (lengths1, lengths2)):
-        raise ValueError(f"{op}: p1 and p2 must share batch size and dtype, lengths1/lengths2 be int64 ({B},); "
-                         f"got p1 {p1.dtype} {tuple(p1.shape)}, p2 {p2.dtype} {tuple(p2.shape)}, lengths1 "
-                         f"{lengths1.dtype} {tuple(lengths1.shape)}, lengths2 {lengths2.dtype} {tuple(lengths2.shape)}")
-    if not fits_int32(p2, K):
-        raise ValueError(f"{op}: int32 lists hold at most {INT32_MAX} points and neighbours, "
+def _int32_search_args(op: str, p1, p2, lengths1, lengths2, K: int):
+    """_search_args for the CPU kernels' int32 lists (3-D points, sizes that fit; checked first,
+    before an expanded view of 2**31 points is made contiguous)."""
+    if isinstance(p2, torch.Tensor) and p2.dim() == 3 and isinstance(K, int) and not fits_int32(p2, K):
+        raise ValueError(f"mentor3ad::{op}: int32 lists hold at most {INT32_MAX} points and neighbours, "
                          f"got p2 {tuple(p2.shape)}, K {K}")
+    return _search_args(op, p1, p2, lengths1, lengths2, K, dim3=True)
 
 
 @torch.library.custom_op("mentor3ad::knn_within_idx32", mutates_args=(), device_types="cpu")
@@ -210,7 +220,7 @@ def _knn_within_idx32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor
                       K: int, max_dist: float) -> torch.Tensor:
     """`_knn_within_idx` as int32 (CPU, 3-D): FPFH's padded (P, max_nn) list at half the memory
     (100k x 100: 40 instead of 80 MB)."""
-    _check_int32_search("knn_within_idx32", p1, p2, lengths1, lengths2, K)
+    p1, p2, lengths1, lengths2, K = _int32_search_args("knn_within_idx32", p1, p2, lengths1, lengths2, K)
     idx = torch.empty((p1.shape[0], p1.shape[1], K), dtype=torch.int32)
     if idx.numel():
         _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx)
@@ -230,7 +240,7 @@ def _knn_within_rows32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tenso
     ascending as ever. idx is only the address space of the padded list: the search packs its
     rows within it and never touches the rest (FPFH's list at 100k points, ~50 of max_nn = 100
     in the radius: ~20 instead of 40 MB resident). Entries outside the rows are undefined."""
-    _check_int32_search("knn_within_rows32", p1, p2, lengths1, lengths2, K)
+    p1, p2, lengths1, lengths2, K = _int32_search_args("knn_within_rows32", p1, p2, lengths1, lengths2, K)
     B, P1 = p1.shape[:2]
     idx = torch.empty(B * P1 * K, dtype=torch.int32)
     row_start = torch.zeros((B, P1), dtype=torch.int64)

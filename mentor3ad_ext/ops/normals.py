@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks as ck
+from ._contract import INDEX, INT64, Contract
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
 from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, _knn_within_rows32, fits_int32
@@ -35,9 +36,13 @@ def _row_stride(idx: torch.Tensor, dists: torch.Tensor):
 @torch.library.custom_op("mentor3ad::normals_from_neighbors", mutates_args=())
 def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query_index: torch.Tensor,
              radius2: float, orient: bool, viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    c = Contract("normals_from_neighbors")
+    points = c.tensor("points", points, ("B", "P", 3))
+    idx = c.tensor("idx", idx, ("B", "P", "K"), INDEX, contiguous=False)  # rows read at their stride
+    dists = c.tensor("dists", dists, ("B", "P", "K"), (points.dtype,), empty_ok=True, contiguous=False)
+    query_index = c.tensor("query_index", query_index, ("B", "P"), INT64, empty_ok=True)
+    viewpoint = c.floats("viewpoint", viewpoint, 3)
     B, P, _ = points.shape
-    if idx.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"normals_from_neighbors: idx must be int32 or int64, got {idx.dtype}")
     if idx.dtype == torch.int32 and not host_kernels(points):
         raise ValueError("normals_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     normals = torch.empty((B, P, 3), dtype=points.dtype, device=points.device)
@@ -63,6 +68,10 @@ def _normals_search(points: torch.Tensor, lengths: torch.Tensor, k: int, radius2
                     viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU: the kernel searches each point's k nearest itself (same neighbours, same bits as
     knn + normals_from_neighbors) and never materialises the (B, P, k) lists."""
+    c = Contract("normals_search")
+    points = c.tensor("points", points, ("B", "P", 3), cpu=True)
+    lengths = c.tensor("lengths", lengths, ("B",), INT64)
+    k, viewpoint = c.integer("k", k, 1), c.floats("viewpoint", viewpoint, 3)
     B, P, _ = points.shape
     normals = torch.empty((B, P, 3), dtype=points.dtype)
     curvature = torch.empty((B, P), dtype=points.dtype)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks as ck
+from ._contract import Contract
 from ._launch import C, device_args, dtype_tag, ptr
 from ._scatter import _gather_rows_op, _rows_plan_op, _scatter_rows_op, check_index, _check_reduce
 
@@ -33,6 +34,9 @@ MODES = ("bilinear", "nearest")
 def _pixel_corners_op(uv: torch.Tensor, height: int, width: int, bilinear: bool,
                       align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
     # (weights, index): the float output first (opcheck sums the outputs into one tensor).
+    c = Contract("pixel_corners")
+    uv = c.tensor("uv", uv, ("B", "N", 2))
+    height, width = c.integer("height", height, 1), c.integer("width", width, 1)
     B, N, _ = uv.shape
     K = 4 if bilinear else 1
     index = torch.empty((B, N * K), dtype=torch.int64, device=uv.device)
@@ -54,6 +58,10 @@ def _(uv, height, width, bilinear, align_corners):
 @torch.library.custom_op("mentor3ad::pixel_corners_backward", mutates_args=())
 def _pixel_corners_backward_op(uv: torch.Tensor, grad_weights: torch.Tensor, height: int, width: int,
                                align_corners: bool) -> torch.Tensor:
+    c = Contract("pixel_corners_backward")
+    uv = c.tensor("uv", uv, ("B", "N", 2))
+    grad_weights = c.tensor("grad_weights", grad_weights, ("B", 4 * c["N"]), (uv.dtype,))
+    height, width = c.integer("height", height, 1), c.integer("width", width, 1)
     B, N, _ = uv.shape
     grad_uv = torch.empty_like(uv)
     if B * N:
