@@ -163,6 +163,37 @@ def test_feature_cache_hits_and_fp16(synth, tmp_path):
     assert rgb.calls == calls + 1
 
 
+def _flip_tensor_byte(path, tensor):
+    """Flips one byte inside the stored data of `tensor` (the zip container stays valid)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.numpy().tobytes()[:64])
+    assert at > 0
+    data[at + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_files_with_flipped_bits_are_refused_or_rebuilt(tmp_path):
+    # torch.load does not check the zip records' CRC-32: a flipped bit loaded as a wrong number.
+    from mentor3ad_ext.models.weights import WeightsError, read_checkpoint
+    from mentor3ad_ext.train.checkpoint import CHECKPOINT_FORMAT
+
+    w = torch.arange(1000, dtype=torch.float32)
+    path = tmp_path / "cookie.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "heads": {"w": w}}, path)
+    assert torch.equal(load_checkpoint(path)["heads"]["w"], w)
+    _flip_tensor_byte(path, w)
+    assert not torch.equal(torch.load(path, weights_only=True)["heads"]["w"], w)  # what torch.load gives
+    with pytest.raises(CheckpointError, match=r"cookie.pt: not a readable checkpoint \(ValueError: checksum mismatch"):
+        load_checkpoint(path)
+    with pytest.raises(WeightsError, match=r"cookie.pt: not a readable Point-MAE checkpoint.*checksum mismatch"):
+        read_checkpoint(path, "Point-MAE")
+    cache = FeatureCache(tmp_path / "fc")
+    cache.save("ext", "s0", {"grid": w})
+    assert torch.equal(cache.load("ext", "s0")["grid"], w)
+    _flip_tensor_byte(cache.path("ext", "s0"), w)
+    assert cache.load("ext", "s0") is None and not cache.path("ext", "s0").exists()  # a miss: rebuilt
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_train_evaluate_on_cuda_with_amp(synth, tmp_path):
     # The whole pipeline on the GPU: extractors and the fast ops on CUDA, the heads under autocast

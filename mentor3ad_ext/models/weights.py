@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._torch_file import load_verified
+
 
 class WeightsError(ValueError):
     """A weight file is missing, unreadable, or does not match the model."""
@@ -39,7 +41,7 @@ def read_checkpoint(path: str | os.PathLike, what: str):
         except Exception as err:  # noqa: BLE001 - any decoding failure
             raise WeightsError(path, f"not a readable safetensors file ({err})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_verified(path)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
         raise WeightsError(path, f"not a readable {what} checkpoint ({type(err).__name__}: "
                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None

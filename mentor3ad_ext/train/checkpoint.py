@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_write
+from .._torch_file import load_verified
 from ..models.config import Mentor3ADConfig, VOTE_FIELDS, from_dict
 
 CHECKPOINT_FORMAT = 1
@@ -78,9 +79,9 @@ def load_checkpoint(path) -> dict:
     if not path.is_file():
         raise CheckpointError(path, "checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_verified(path)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(path, f"not a readable checkpoint ({type(err).__name__})") from None
+        raise CheckpointError(path, f"not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(path, "not a mentor3ad checkpoint (missing or unknown 'format')")
     return ckpt

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_write
+from .._torch_file import load_verified
 from ..models.extractors import extract_raw, extractor_identity
 
 CACHE_FORMAT = 1
@@ -70,8 +71,8 @@ class FeatureCache:
             self.misses += 1
             return None
         try:
-            value = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a corrupt entry is rebuilt
+            value = load_verified(p)
+        except Exception:  # noqa: BLE001 - a corrupt entry (bad checksum included) is rebuilt
             p.unlink(missing_ok=True)
             self.misses += 1
             return None
