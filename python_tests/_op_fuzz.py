@@ -8,7 +8,10 @@ other scalars. Every call must return or raise ValueError / TypeError (or an all
 a size it was asked to allocate); a read out of bounds crashes the process, and under ASan or
 compute-sanitizer it is reported. Prints the outcome counts as JSON.
 
-    python python_tests/_op_fuzz.py SEED CALLS
+    python python_tests/_op_fuzz.py SEED CALLS [DEVICE]
+
+On a GPU, `compute-sanitizer --tool memcheck python python_tests/_op_fuzz.py 0 600 cuda` checks
+the CUDA kernels the same way (scripts/gpu_check.sh all).
 """
 import json
 import math
@@ -37,34 +40,43 @@ class Record(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def public_calls():
+def public_calls(device):
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
-        p = torch.rand(2, 60, 3, generator=g).to(dtype)
-        L = torch.tensor([60, 37])
-        m.knn_points(p, p[:, :20], L, torch.tensor([20, 5]), K=4)
-        m.knn_points(torch.rand(2, 9, 7, generator=g).to(dtype), torch.rand(2, 30, 7, generator=g).to(dtype), K=3)
+        def rand(*shape, scale=1.0, shift=0.0):
+            return (torch.rand(*shape, generator=g) * scale + shift).to(device, dtype)
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=g).to(device, dtype)
+
+        def randint(lo, hi, shape):
+            return torch.randint(lo, hi, shape, generator=g).to(device)
+
+        p = rand(2, 60, 3)
+        L = torch.tensor([60, 37], device=device)
+        m.knn_points(p, p[:, :20], L, torch.tensor([20, 5], device=device), K=4)
+        m.knn_points(rand(2, 9, 7), rand(2, 30, 7), K=3)
         m.ball_query(p, p, L, L, K=8, radius=0.3)
         m.sample_farthest_points(p, L, K=10)
         n = m.estimate_normals(p, L, k=10)
         m.estimate_normals(p, L, k=10, radius=0.3)
         m.fpfh(p, n, L, radius=0.4, max_nn=20)
         m.fpfh(p, n, L, max_nn=20)
-        xyz = torch.rand(2, 6, 7, 3, generator=g).to(dtype)
+        xyz = rand(2, 6, 7, 3)
         m.fpfh_organized(xyz, max_nn=12, normals_k=5)
-        feats = torch.randn(2, 60, 5, generator=g).to(dtype).requires_grad_(True)
+        feats = randn(2, 60, 5).requires_grad_(True)
         m.interpolate_features(p[:, :10], p, feats, k=3, lengths_ref=L).sum().backward()
-        cf = torch.randn(2, 10, 4, generator=g).to(dtype).requires_grad_(True)
+        cf = randn(2, 10, 4).requires_grad_(True)
         m.interpolate_to_grid(p[:, :10], cf, xyz, k=3, out_size=(3, 7)).sum().backward()
-        x = torch.randn(2, 60, 4, generator=g).to(dtype).requires_grad_(True)
-        idx = torch.randint(-1, 60, (2, 5, 3), generator=g)
+        x = randn(2, 60, 4).requires_grad_(True)
+        idx = randint(-1, 60, (2, 5, 3))
         m.knn_gather(x, idx).sum().backward()
-        m.weighted_gather(x, idx.clamp_min(0), torch.rand(2, 5, 3, generator=g).to(dtype)).sum().backward()
+        m.weighted_gather(x, idx.clamp_min(0), rand(2, 5, 3)).sum().backward()
         for reduce in ("mean", "sum", "max"):
-            f = torch.randn(2, 30, 3, generator=g).to(dtype).requires_grad_(True)
-            m.points_to_grid(f, torch.randint(-1, 20, (2, 30), generator=g), 4, 5, reduce=reduce).sum().backward()
-        grid = torch.randn(2, 3, 4, 5, generator=g).to(dtype).requires_grad_(True)
-        uv = (torch.rand(2, 9, 2, generator=g) * 6 - 1).to(dtype).requires_grad_(True)
+            f = randn(2, 30, 3).requires_grad_(True)
+            m.points_to_grid(f, randint(-1, 20, (2, 30)), 4, 5, reduce=reduce).sum().backward()
+        grid = randn(2, 3, 4, 5).requires_grad_(True)
+        uv = rand(2, 9, 2, scale=6.0, shift=-1.0).requires_grad_(True)
         for mode in ("bilinear", "nearest"):
             m.grid_to_points(grid, uv, mode=mode).sum().backward()
         # Ops that only the CUDA routes call (the CPU ones search and order in one kernel).
@@ -82,7 +94,7 @@ def mutate_tensor(r, t):
         if n > t.shape[d]:
             shape = list(t.shape)
             shape[d] = n - t.shape[d]
-            part = torch.cat([part, torch.zeros(shape, dtype=t.dtype)], d)
+            part = torch.cat([part, torch.zeros(shape, dtype=t.dtype, device=t.device)], d)
         return part
     if c < 0.3:  # a dimension added or dropped
         return t.reshape(-1) if t.dim() > 1 and r.random() < 0.5 else t[None]
@@ -103,7 +115,7 @@ def mutate_tensor(r, t):
                 info = torch.iinfo(t.dtype)
                 flat[i] = r.choice([-1, -2, -7, 1, 59, 60, 61, 1000, info.max, info.min])
         return t
-    return torch.empty(0, dtype=t.dtype)
+    return torch.empty(0, dtype=t.dtype, device=t.device)
 
 
 def mutate_scalar(r, v):
@@ -120,10 +132,10 @@ def mutate_scalar(r, v):
     return v
 
 
-def main(seed: int, n: int) -> None:
+def main(seed: int, n: int, device: str = "cpu") -> None:
     rec = Record()
     with rec:
-        public_calls()
+        public_calls(torch.device(device))
     r = random.Random(seed)
     counts, unexpected = {}, []
     for _ in range(n):
@@ -149,4 +161,4 @@ def main(seed: int, n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])

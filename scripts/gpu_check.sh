@@ -16,6 +16,8 @@
 #                                        # narrow it for a rerun, e.g.
 #                                        # TESTS=python_tests/test_metrics.py MEMCHECK=metrics
 #                                        # RACECHECK=metrics BENCH="metrics:35 profile_metrics:120"
+#                                        # (FUZZ=0: without the memcheck of the internal ops'
+#                                        # mutation fuzz, python_tests/_op_fuzz.py, on CUDA)
 #
 # Logs and results go to $OUT (the device tool's output folder; ./gpu_out elsewhere).
 set -u -o pipefail
@@ -68,6 +70,9 @@ case "$stage" in
         $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k cuda > "$OUT/memcheck_$t.out" 2>&1
       r=$?; echo "memcheck $t: exit $r"; [ $r -eq 0 ] || rc=1
     done
+    compute-sanitizer --tool memcheck --error-exitcode 9 --log-file "$OUT/memcheck_op_fuzz.log" \
+      $PY python_tests/_op_fuzz.py 0 600 cuda > "$OUT/memcheck_op_fuzz.out" 2>&1
+    r=$?; echo "memcheck op_fuzz: exit $r"; [ $r -eq 0 ] || rc=1
     for t in fps knn metrics; do
       compute-sanitizer --tool racecheck --error-exitcode 9 --log-file "$OUT/racecheck_$t.log" \
         $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" > "$OUT/racecheck_$t.out" 2>&1
@@ -109,6 +114,11 @@ print(f'first calls, s: torch context + cuBLAS {t1 - t:.2f}, our first kernel {t
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
          > "$OUT/logs/memcheck_$t.out" 2>&1; echo "memcheck $t: exit $?" >> "$OUT/summary.txt") &
     done
+    # The internal ops with mutated arguments on CUDA (python_tests/_op_fuzz.py): wrong shapes
+    # are refused, garbage values must be clamped by the kernels; FUZZ=0 leaves it out.
+    [ "${FUZZ-1}" = 1 ] && (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 \
+       --log-file "$OUT/logs/memcheck_op_fuzz.log" $PY python_tests/_op_fuzz.py 0 600 cuda \
+       > "$OUT/logs/memcheck_op_fuzz.out" 2>&1; echo "memcheck op_fuzz: exit $?" >> "$OUT/summary.txt") &
     for t in ${RACECHECK-fps knn metrics}; do
       (timeout $S compute-sanitizer --tool racecheck --error-exitcode 9 --log-file "$OUT/logs/racecheck_$t.log" \
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
