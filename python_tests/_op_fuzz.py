@@ -1,5 +1,5 @@
 """Mutation fuzz of the internal ops (torch.ops.mentor3ad.*), run as a script by
-test_internal_ops.py so that a crash fails that test instead of killing pytest.
+test_malformed_calls.py so that a crash fails that test instead of killing pytest.
 
 It records the calls that small public-op calls make to the internal ops, then replays them
 with one or two arguments mutated: a dimension resized, added or dropped, another dtype, a

@@ -1,6 +1,8 @@
-"""The internal ops (torch.ops.mentor3ad.*) are registered with torch.library, so anyone can call
-them: wrong shapes, dtypes and values get ValueError / TypeError, never a read out of bounds
-(ops/_contract.py; the kernels clamp lengths, offsets and indices)."""
+"""Malformed calls get ValueError / TypeError, never a crash or a read out of bounds.
+
+The internal ops (torch.ops.mentor3ad.*) are registered with torch.library, so anyone can call
+them: their contracts (ops/_contract.py) refuse wrong shapes, dtypes and devices, and the kernels
+clamp lengths, offsets and indices. The public ops are fuzzed too (_public_fuzz.py)."""
 import json
 import subprocess
 import sys
@@ -112,3 +114,17 @@ def test_mutated_calls_never_crash(seed):
     assert len(result["recorded"]) >= 15 and sorted(counts) == result["recorded"], (sorted(counts), result["recorded"])
     for op, outcomes in counts.items():  # ... with calls that ran and calls that were refused
         assert outcomes.get("ok", 0) > 0 and outcomes.get("ValueError", 0) + outcomes.get("TypeError", 0) > 0, (op, outcomes)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_public_calls(seed):
+    # Random calls of every public op (odd sizes, views, dtypes, values, checks on and off): a
+    # result or ValueError / TypeError, and the result of the contiguous call. See _public_fuzz.py.
+    run = subprocess.run([sys.executable, str(HERE / "_public_fuzz.py"), str(seed), "600"], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, f"the fuzz process died (rc {run.returncode}): {run.stderr[-2000:]}"
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["unexpected"] == [] and result["mismatched"] == []
+    counts = result["counts"]
+    assert len(counts) == 17, sorted(counts)
+    assert sum(c.get("ok", 0) for c in counts.values()) > 300  # of 2 x 600 calls: most ops ran
