@@ -149,6 +149,29 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
         assert (got.idx[2] == -1).all() and (got.idx[3] == -1).all() and (got.idx[0, :, 1:] >= 0).all()
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_bound_zero_takes_nothing_with_denormals_flushed(dtype):
+    # The CPU search turned "< bound" into "<= the float below it"; below 0 that is a denormal,
+    # which a CPU in denormals-are-zero mode (torch.set_flush_denormal(True), also set by
+    # torch.compile's CPU code on torch 2.4) compares as 0: distance 0 passed the bound 0 (1850
+    # of 1850 rows kept the point itself). Grid (>= 512 queries) and tree searches.
+    from mentor3ad_ext.ops.knn import _knn_within
+
+    p = torch.rand(3, 700, 3, dtype=dtype)
+    lengths = torch.tensor([700, 450, 700])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        for n, K in ((700, 1), (700, 30), (100, 1), (100, 30)):
+            d, i = _knn_within(p[:, :n], p[:, :n], lengths.clamp(max=n), lengths.clamp(max=n), K, 0.0)
+            assert (i == -1).all() and (d == 0).all(), (n, K)
+        d, i = _knn_within(p, p, lengths, lengths, 30, 0.01)
+    finally:
+        torch.set_flush_denormal(False)
+    want_d, want_i = _knn_within(p, p, lengths, lengths, 30, 0.01)
+    assert torch.equal(i, want_i) and torch.equal(d, want_d)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monkeypatch):
@@ -737,8 +760,8 @@ def test_feature_space_knn_equals_the_scan(driver, device, dtype, data, monkeypa
         finally:
             torch.set_float32_matmul_precision(prec)
         # the same through the backend's own setting (torch >= 2.9), where the legacy query raises
-        backend = (torch.backends.mkldnn if device == "cpu" else torch.backends.cuda).matmul
-        if hasattr(backend, "fp32_precision"):
+        backend = getattr(torch.backends.mkldnn if device == "cpu" else torch.backends.cuda, "matmul", None)
+        if hasattr(backend, "fp32_precision"):  # (torch.backends.mkldnn.matmul is missing before 2.9)
             old = backend.fp32_precision
             try:
                 backend.fp32_precision = "bf16" if device == "cpu" else "tf32"

@@ -33,6 +33,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import INT64, Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, ptr, workspace
 
 # Must match csrc/scatter/scatter.h (Reduce).
@@ -92,7 +93,7 @@ def _segment_reduce_raw(values: torch.Tensor, *, offsets: Optional[torch.Tensor]
 
 # ----------------------------------------------------------------------------- custom ops
 
-@torch.library.custom_op("mentor3ad::rows_plan", mutates_args=())
+@custom_op("mentor3ad::rows_plan", mutates_args=())
 def _rows_plan_op(index: torch.Tensor, num_rows: int) -> Tuple[torch.Tensor, torch.Tensor]:
     c = Contract("rows_plan")
     index, num_rows = c.tensor("index", index, ("B", "M"), INT64), c.integer("num_rows", num_rows)
@@ -111,7 +112,7 @@ def _(index, num_rows):
     return index.new_empty((B * num_rows + 1,)), index.new_empty((B * M,))
 
 
-@torch.library.custom_op("mentor3ad::scatter_rows", mutates_args=())
+@custom_op("mentor3ad::scatter_rows", mutates_args=())
 def _scatter_rows_op(values: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, order: torch.Tensor,
                      num_rows: int, reduce: str, weights: Optional[torch.Tensor],
                      channels_first: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +143,7 @@ def _(values, index, offsets, order, num_rows, reduce, weights, channels_first):
     return values.new_empty(shape), values.new_empty(shape if reduce == "max" else (0,), dtype=torch.int64)
 
 
-@torch.library.custom_op("mentor3ad::gather_rows", mutates_args=())
+@custom_op("mentor3ad::gather_rows", mutates_args=())
 def _gather_rows_op(src: torch.Tensor, index: torch.Tensor, group: int,
                     weights: Optional[torch.Tensor]) -> torch.Tensor:
     c = Contract("gather_rows")
@@ -161,7 +162,7 @@ def _(src, index, group, weights):
     return src.new_empty((src.shape[0], index.shape[1] // group, src.shape[2]))
 
 
-@torch.library.custom_op("mentor3ad::rows_dot", mutates_args=())
+@custom_op("mentor3ad::rows_dot", mutates_args=())
 def _rows_dot_op(a: torch.Tensor, a_index: Optional[torch.Tensor], a_group: int, v: torch.Tensor,
                  v_index: Optional[torch.Tensor], v_group: int, M: int) -> torch.Tensor:
     c = Contract("rows_dot")
@@ -186,7 +187,7 @@ def _(a, a_index, a_group, v, v_index, v_group, M):
     return a.new_empty((a.shape[0], M))
 
 
-@torch.library.custom_op("mentor3ad::scatter_max_backward", mutates_args=())
+@custom_op("mentor3ad::scatter_max_backward", mutates_args=())
 def _max_backward_op(grad: torch.Tensor, argmax: torch.Tensor, index: torch.Tensor, num_src: int) -> torch.Tensor:
     c = Contract("scatter_max_backward")
     grad = c.tensor("grad", grad, ("B", "R", "C"), contiguous=False)  # both read at their strides

@@ -19,6 +19,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import INT64, Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 
 _MORTON_BITS = 10  # kMortonBits: 1024 cells per axis, far finer than any neighbourhood
@@ -48,7 +49,7 @@ def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Te
 
 # A custom op, so that torch.compile keeps the ops that order their queries (fpfh, normals on
 # CUDA) in one graph instead of breaking at the raw kernel call.
-@torch.library.custom_op("mentor3ad::morton_codes", mutates_args=())
+@custom_op("mentor3ad::morton_codes", mutates_args=())
 def _morton_codes(points: torch.Tensor, lengths: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     c = Contract("morton_codes")
     points = c.tensor("points", points, ("B", "P", 3))
@@ -86,7 +87,7 @@ def spatial_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 # The CPU's spatial_order in one C++ call (csrc/knn/morton_order.h): the frame reductions and
 # torch's stable argsort took ~10 ms of FPFH's ~70 ms neighbour search at 100k points (2 cores).
-@torch.library.custom_op("mentor3ad::morton_order", mutates_args=(), device_types="cpu")
+@custom_op("mentor3ad::morton_order", mutates_args=(), device_types="cpu")
 def _morton_order(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     c = Contract("morton_order")
     points = c.tensor("points", points, ("B", "P", 3), cpu=True)

@@ -6,13 +6,14 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, ptr
 from .knn import KNN, _pair_inputs, _search_args, knn_gather, pair_distance_backward
 
 OP = "ball_query"
 
 
-@torch.library.custom_op("mentor3ad::ball_query", mutates_args=())
+@custom_op("mentor3ad::ball_query", mutates_args=())
 def _ball_query(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                 K: int, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     p1, p2, lengths1, lengths2, K = _search_args("ball_query", p1, p2, lengths1, lengths2, K)

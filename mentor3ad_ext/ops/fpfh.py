@@ -10,6 +10,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import INDEX, INT64, Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr, workspace
 from ._spatial import check_organized, pack_organized, unpack_organized
 from .normals import _check_orient, _estimate, _normals, _radius2, check_radius, neighbourhoods
@@ -40,7 +41,7 @@ def _run(points, normals, idx, dists, query_index, K: int, radius2: float, rows=
     return out
 
 
-@torch.library.custom_op("mentor3ad::fpfh_from_neighbors", mutates_args=())
+@custom_op("mentor3ad::fpfh_from_neighbors", mutates_args=())
 def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor,
           query_index: torch.Tensor, radius2: float) -> torch.Tensor:
     c, points, normals, query_index = _contract("fpfh_from_neighbors", points, normals, query_index)
@@ -57,7 +58,7 @@ def _(points, normals, idx, dists, query_index, radius2):
     return points.new_empty((B, P, FPFH_DIM))
 
 
-@torch.library.custom_op("mentor3ad::fpfh_from_rows", mutates_args=(), device_types="cpu")
+@custom_op("mentor3ad::fpfh_from_rows", mutates_args=(), device_types="cpu")
 def _fpfh_rows(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, row_start: torch.Tensor,
                row_count: torch.Tensor, query_index: torch.Tensor, K: int) -> torch.Tensor:
     """`_fpfh` over packed rows (`knn_within_rows32`: idx (B * P * K,) int32, row_start (B, P)

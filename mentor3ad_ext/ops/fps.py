@@ -7,13 +7,14 @@ import torch
 
 from . import _checks as ck
 from ._contract import INT64, Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, ptr, workspace
 from .gather import masked_gather
 
 OP = "sample_farthest_points"
 
 
-@torch.library.custom_op("mentor3ad::fps", mutates_args=())
+@custom_op("mentor3ad::fps", mutates_args=())
 def _fps(points: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, start: torch.Tensor, K_max: int) -> torch.Tensor:
     # The kernels clamp lengths and k and take start modulo the cloud length.
     c = Contract("fps")

@@ -12,6 +12,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import INT64, Contract
+from ._library import custom_op
 from ._launch import C, dtype_tag, host_kernels, ptr
 from .interpolate import idw_weights
 from .knn import knn_points
@@ -107,7 +108,7 @@ def interpolate_to_grid(
     return out.transpose(1, 2).reshape(B, feats.shape[2], h, w)
 
 
-@torch.library.custom_op("mentor3ad::coalesce_count", mutates_args=())
+@custom_op("mentor3ad::coalesce_count", mutates_args=())
 def _coalesce_count(idx: torch.Tensor, num_sources: int) -> torch.Tensor:
     c = Contract("coalesce_count")
     idx = c.tensor("idx", idx, ("B", "R", "E"), INT64, cpu=True)
@@ -123,7 +124,7 @@ def _(idx, num_sources):
     return idx.new_empty(idx.shape[:2])
 
 
-@torch.library.custom_op("mentor3ad::coalesce_rows", mutates_args=())
+@custom_op("mentor3ad::coalesce_rows", mutates_args=())
 def _coalesce_rows(idx: torch.Tensor, w: torch.Tensor, num_sources: int, U: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # (rows with more than U distinct sources are cut at U by the kernel, never overflowed)
     c = Contract("coalesce_rows")

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from . import _checks as ck
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._contract import INT64, Contract
 from ._knn_dense import dense_pays, knn_dense_into
@@ -115,7 +116,7 @@ def _search_args(op: str, p1, p2, lengths1, lengths2, K: int, dim3: bool = False
     return p1, p2, lengths1, lengths2, c.integer("K", K)
 
 
-@torch.library.custom_op("mentor3ad::knn", mutates_args=())
+@custom_op("mentor3ad::knn", mutates_args=())
 def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
          K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
     p1, p2, lengths1, lengths2, K = _search_args("knn", p1, p2, lengths1, lengths2, K)
@@ -148,7 +149,7 @@ def _knn_within_host(p1, p2, lengths1, lengths2, K: int, max_dist: float, idx, d
                    32 if idx.dtype == torch.int32 else 64, ptr(row_start), ptr(row_count))
 
 
-@torch.library.custom_op("mentor3ad::knn_within", mutates_args=())
+@custom_op("mentor3ad::knn_within", mutates_args=())
 def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                 K: int, max_dist: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Of the K nearest (squared L2), those at distance < max_dist (compared in p1's dtype), -1
@@ -179,7 +180,7 @@ def _(p1, p2, lengths1, lengths2, K, max_dist):
     return _outputs(p1, K)
 
 
-@torch.library.custom_op("mentor3ad::knn_within_idx", mutates_args=())
+@custom_op("mentor3ad::knn_within_idx", mutates_args=())
 def _knn_within_idx(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                     K: int, max_dist: float) -> torch.Tensor:
     """The indices of `_knn_within` alone. The CPU search then writes no distances: FPFH reads
@@ -215,7 +216,7 @@ def _int32_search_args(op: str, p1, p2, lengths1, lengths2, K: int):
     return _search_args(op, p1, p2, lengths1, lengths2, K, dim3=True)
 
 
-@torch.library.custom_op("mentor3ad::knn_within_idx32", mutates_args=(), device_types="cpu")
+@custom_op("mentor3ad::knn_within_idx32", mutates_args=(), device_types="cpu")
 def _knn_within_idx32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                       K: int, max_dist: float) -> torch.Tensor:
     """`_knn_within_idx` as int32 (CPU, 3-D): FPFH's padded (P, max_nn) list at half the memory
@@ -232,7 +233,7 @@ def _(p1, p2, lengths1, lengths2, K, max_dist):
     return p1.new_empty((p1.shape[0], p1.shape[1], K), dtype=torch.int32)
 
 
-@torch.library.custom_op("mentor3ad::knn_within_rows32", mutates_args=(), device_types="cpu")
+@custom_op("mentor3ad::knn_within_rows32", mutates_args=(), device_types="cpu")
 def _knn_within_rows32(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
                        K: int, max_dist: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`_knn_within_idx32` as packed rows (CPU, 3-D): (idx (B * P1 * K,) int32, row_start (B, P1)

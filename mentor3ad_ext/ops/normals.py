@@ -13,6 +13,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import INDEX, INT64, Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
 from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, _knn_within_rows32, fits_int32
@@ -33,7 +34,7 @@ def _row_stride(idx: torch.Tensor, dists: torch.Tensor):
     return idx.contiguous(), dists.contiguous(), K
 
 
-@torch.library.custom_op("mentor3ad::normals_from_neighbors", mutates_args=())
+@custom_op("mentor3ad::normals_from_neighbors", mutates_args=())
 def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query_index: torch.Tensor,
              radius2: float, orient: bool, viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     c = Contract("normals_from_neighbors")
@@ -63,7 +64,7 @@ def _(points, idx, dists, query_index, radius2, orient, viewpoint):
     return points.new_empty((B, P, 3)), points.new_empty((B, P))
 
 
-@torch.library.custom_op("mentor3ad::normals_search", mutates_args=(), device_types="cpu")
+@custom_op("mentor3ad::normals_search", mutates_args=(), device_types="cpu")
 def _normals_search(points: torch.Tensor, lengths: torch.Tensor, k: int, radius2: float, orient: bool,
                     viewpoint: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU: the kernel searches each point's k nearest itself (same neighbours, same bits as

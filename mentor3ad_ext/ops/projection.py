@@ -20,6 +20,7 @@ import torch
 
 from . import _checks as ck
 from ._contract import Contract
+from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, ptr
 from ._scatter import _gather_rows_op, _rows_plan_op, _scatter_rows_op, check_index, _check_reduce
 
@@ -30,7 +31,7 @@ MODES = ("bilinear", "nearest")
 
 # ----------------------------------------------------------------------------- pixel corners op
 
-@torch.library.custom_op("mentor3ad::pixel_corners", mutates_args=())
+@custom_op("mentor3ad::pixel_corners", mutates_args=())
 def _pixel_corners_op(uv: torch.Tensor, height: int, width: int, bilinear: bool,
                       align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
     # (weights, index): the float output first (opcheck sums the outputs into one tensor).
@@ -55,7 +56,7 @@ def _(uv, height, width, bilinear, align_corners):
     return uv.new_empty((B, N * K)), uv.new_empty((B, N * K), dtype=torch.int64)
 
 
-@torch.library.custom_op("mentor3ad::pixel_corners_backward", mutates_args=())
+@custom_op("mentor3ad::pixel_corners_backward", mutates_args=())
 def _pixel_corners_backward_op(uv: torch.Tensor, grad_weights: torch.Tensor, height: int, width: int,
                                align_corners: bool) -> torch.Tensor:
     c = Contract("pixel_corners_backward")
