@@ -95,12 +95,11 @@ class Contract:
             self._fail(ValueError, f"{name} must be {n} numbers, got {v!r}")
         return [float(x) for x in v]
 
-    def integer(self, name: str, v, minimum: int = 0, maximum: Optional[int] = None) -> int:
+    def integer(self, name: str, v, minimum: int = 0) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
             self._fail(TypeError, f"{name} must be an int, got {type(v).__name__}")
-        if v < minimum or (maximum is not None and v > maximum):
-            bound = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-            self._fail(ValueError, f"{name} must be {bound}, got {v}")
+        if v < minimum:
+            self._fail(ValueError, f"{name} must be >= {minimum}, got {v}")
         return v
 
     def choice(self, name: str, v, options: Sequence):
