@@ -59,7 +59,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    ranks = [torch.load(out / f"rank{i}.pt") for i in range(2)]
+    ranks = [torch.load(out / f"rank{i}.pt", weights_only=True) for i in range(2)]
     assert all(x["world"] == 2 for x in ranks) and {x["rank"] for x in ranks} == {0, 1}
     # DDP kept the replicas identical (each rank trained on its own shard of every epoch)
     assert ranks[0]["checksum"] == ranks[1]["checksum"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import tifffile
@@ -22,7 +23,7 @@ from PIL import Image
 from .._atomic import atomic_write
 from .errors import DatasetError
 
-PathLike = str | os.PathLike
+PathLike = Union[str, os.PathLike]  # (a runtime alias: "|" between types needs Python 3.10)
 
 # Channels of the PIL modes we may meet, for error messages that say "got N channels".
 _MODE_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "I;16": 1, "I;16B": 1, "LA": 2,
