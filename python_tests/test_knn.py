@@ -143,7 +143,7 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
     l2 = torch.tensor([P2, P2 - 7, 33, 0], device=device)
     for K in (1, 4, 16, 30, 33, 100):  # registers up to 32, the output rows beyond
         got = _check(p1, p2, l1, l2, K=K, norm=norm)
-        for mode in (0, 1, 2) if K > 32 else (0,):  # by size, thread per query, warp per query
+        for mode in (0, 1, 2):  # by size (registers up to K = 32), thread per query, warp per query
             twin = _knn_tiles(p1, p2, l1, l2, K, norm, mode)
             assert torch.equal(twin[1], got.idx) and torch.equal(twin[0], got.dists), mode
         assert (got.idx[2] == -1).all() and (got.idx[3] == -1).all() and (got.idx[0, :, 1:] >= 0).all()
@@ -206,7 +206,7 @@ def test_bounded_tiles_search_is_the_prefix_below_the_bound(device, dtype, monke
         for bound in (0.0, 0.1875, 1.0, 2.0, 5.5, 1e30):
             inside = (d_all < torch.tensor(bound, dtype=dtype)) & (i_all >= 0)
             want_d, want_i = torch.where(inside, d_all, 0), torch.where(inside, i_all, -1)
-            for mode in (0, 1, 2) if K > 32 else (0,):
+            for mode in (0, 1, 2):
                 d, i = _knn_tiles(p1, p2, l1, l2, K, 2, mode, bound)
                 assert torch.equal(i, want_i) and torch.equal(d, want_d), (K, bound, mode)
             d, i = _knn_within(p1, p2, l1, l2, K, bound)
@@ -812,7 +812,7 @@ def test_overflowed_distances_on_every_path(device, dtype, norm):
                 assert torch.isinf(cd[1, 0, 10:min(K, P2)]).all() and torch.equal(ci[1, 0, 10:len(far) + 10], far)
             assert (ci[1, 17:] == -1).all() and (ci[2, 5:] == -1).all()
             got = {"scan": _knn_scan(p1, p2, l1, l2, K, norm, SELECT_NEVER)}
-            for mode in (0, 1, 2) if K > 32 else (0,):
+            for mode in (0, 1, 2):
                 if P2 >= 256:  # the sorted tiles serve 3-D clouds of thousands of points; any size works
                     got[f"tiles {mode}"] = _knn_tiles(p1, p2, l1, l2, K, norm, mode)
             for path, (d, i) in got.items():

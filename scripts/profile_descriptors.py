@@ -6,6 +6,7 @@ same machine (H200, 16 cores, 2026-11-27: Open3D 100 ms normals, 514 ms FPFH).
 
     python scripts/profile_descriptors.py            # CUDA when present, else the CPU (or emulator)
 """
+import math
 import sys
 from pathlib import Path
 
@@ -44,20 +45,22 @@ def main(n: int = 100_000) -> int:
         print(f"| {str(dtype)[6:]} | {t_normals:.3f} | {t_search30:.3f} | {t_fpfh:.3f} | {t_bounded:.3f} "
               f"| {t_unbounded:.3f} | {t_kernels:.3f} |", flush=True)
     if device == "cuda":
-        # FPFH's search by the sorted tiles' two list kinds (K = 100 > 32), bounded at the radius:
-        # a warp per query with its list in shared memory (what K <= 256 takes) or a thread per
-        # query with its list in its output row (32 queries walking together).
+        # The sorted tiles' list kinds on both searches: registers (what K <= 32 takes: normals),
+        # a warp per query with its list in shared memory (what K <= 256 takes: FPFH, bounded at
+        # the radius), a thread per query with its list in its output row (32 queries walking
+        # together); and the plan with a walk that stops at once.
         from mentor3ad_ext.ops.knn import _knn_tiles
-        print("| dtype | tiles search, warp lists (mode 2) | thread lists (mode 1) | plan + a walk bounded at 0 |")
-        print("|---|---:|---:|---:|")
+        print("| dtype | search | default kind | thread lists (mode 1) | warp lists (mode 2) |")
+        print("|---|---|---:|---:|---:|")
         for dtype in (torch.float32, torch.float64):
             p = pts.to(device, dtype)[None]
             lengths = torch.tensor([n], device=device)
             with m.value_checks(False):
-                t_warp = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 100, 2, 2, r2))
-                t_thread = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 100, 2, 1, r2))
+                for name, K, bound in (("normals K = 30", 30, math.inf), ("FPFH K = 100 < r", 100, r2)):
+                    t = [median_ms(lambda: _knn_tiles(p, p, lengths, lengths, K, 2, mode, bound)) for mode in (0, 1, 2)]
+                    print(f"| {str(dtype)[6:]} | {name} | {t[0]:.3f} | {t[1]:.3f} | {t[2]:.3f} |", flush=True)
                 t_plan = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 1, 2, 0, 0.0))
-            print(f"| {str(dtype)[6:]} | {t_warp:.3f} | {t_thread:.3f} | {t_plan:.3f} |", flush=True)
+            print(f"| {str(dtype)[6:]} | plan + a walk bounded at 0 | {t_plan:.3f} | | |", flush=True)
         p = pts.to(device, torch.float32)[None]
         normals = m.estimate_normals(p, k=30)
         with m.value_checks(False), torch.profiler.profile(

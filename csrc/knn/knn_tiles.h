@@ -37,8 +37,10 @@ struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D
   int64_t tiles = 0;                // tiles per cloud: ceil(P2 / kKnnTile)
   const void* supers = nullptr;     // (B, super_tiles, 6): the box of each kKnnSuper tiles
   int64_t super_tiles = 0;          // ceil(tiles / kKnnSuper)
-  // K > 32 on CUDA: 0 picks (a warp per query up to K = 256); 1: a thread per query keeps its
-  // list; 2: a warp per query (K <= 256). For measurements and tests (the CPU twin has one way).
+  // On CUDA: 0 picks (registers up to K = 32, a warp per query up to K = 256); 1: a thread per
+  // query keeps its list in its output row; 2: a warp per query (K <= 256), at any K, so that a
+  // GPU run can time the three on normals' K = 30 too (scripts/profile_descriptors.py). For
+  // measurements and tests (the CPU twin has one way).
   int list_mode = 0;
   // A bounded search: only neighbours at distance < max_dist (compared as T), i.e. the prefix of
   // the K-nearest list below it, -1 padded. open3d's hybrid neighbourhoods (normals and FPFH

@@ -185,11 +185,14 @@ void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev) {
   dispatch_float(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const bool idx32 = p.P2 < (int64_t{1} << 31);  // NnRegList's indices
-    if (p.K <= 1 && idx32) knn_tiles_registers<T, 1><<<grid, kThreads, 0, stream>>>(p);
+    if (p.list_mode == 1) knn_tiles_memory<T><<<grid, kThreads, 0, stream>>>(p);  // forced, any K
+    else if (p.list_mode == 2)
+      knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, warp_list_smem<T>(p.K, kThreads), stream>>>(p);
+    else if (p.K <= 1 && idx32) knn_tiles_registers<T, 1><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 4 && idx32) knn_tiles_registers<T, 4><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 16 && idx32) knn_tiles_registers<T, 16><<<grid, kThreads, 0, stream>>>(p);
     else if (p.K <= 32 && idx32) knn_tiles_registers<T, 32><<<grid, kThreads, 0, stream>>>(p);
-    else if (p.list_mode == 2 || (p.list_mode == 0 && p.K <= kWarpListMaxK && p.P2 < (int64_t{1} << 32)))
+    else if (p.K <= kWarpListMaxK && p.P2 < (int64_t{1} << 32))
       knn_tiles_warp_list<T><<<warp_query_blocks(p, kThreads), kThreads, warp_list_smem<T>(p.K, kThreads), stream>>>(p);
     else knn_tiles_memory<T><<<grid, kThreads, 0, stream>>>(p);
     return 0;

@@ -52,9 +52,10 @@ def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
 def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, list_mode: int = 0,
                     max_dist: float = math.inf) -> None:
     """The sorted-tiles plan (all on the inputs' device, no synchronisation) and its kernel; fills
-    dists/idx in the queries' own rows and with the points' own indices. `list_mode` (CUDA, K > 32):
-    0 by size, 1 a thread per query, 2 a warp per query. A finite `max_dist` bounds the search:
-    only the neighbours at distance < max_dist (compared in p1's dtype), -1 padded."""
+    dists/idx in the queries' own rows and with the points' own indices. `list_mode` (CUDA): 0 by
+    size, 1 a thread per query (its list in its output row), 2 a warp per query (K <= 256). A
+    finite `max_dist` bounds the search: only the neighbours at distance < max_dist (compared in
+    p1's dtype), -1 padded."""
     B, P1, _ = p1.shape
     P2 = p2.shape[1]
     frame = morton_frame(p2, lengths2)
