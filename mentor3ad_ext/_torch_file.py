@@ -13,16 +13,20 @@ import zipfile
 import torch
 
 
+class DamagedFile(ValueError):
+    """A torch.save file whose zip container or record checksums are broken."""
+
+
 def load_verified(path: str | os.PathLike):
     """torch.load(path, map_location="cpu", weights_only=True) after checking the zip records'
-    CRC-32 (files in torch's legacy, non-zip format are loaded unchecked). Raises ValueError
+    CRC-32 (files in torch's legacy, non-zip format are loaded unchecked). Raises DamagedFile
     naming the damaged record; torch's own errors pass through."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             try:
                 bad = z.testzip()
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-                raise ValueError(f"damaged zip container ({err})") from None
+                raise DamagedFile(f"damaged zip container ({err})") from None
         if bad is not None:
-            raise ValueError(f"checksum mismatch in record {bad!r}: the file is corrupt")
+            raise DamagedFile(f"checksum mismatch in record {bad!r}: the file is corrupt")
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_write
-from .._torch_file import load_verified
+from .._torch_file import DamagedFile, load_verified
 from ..models.config import Mentor3ADConfig, VOTE_FIELDS, from_dict
 
 CHECKPOINT_FORMAT = 1
@@ -81,7 +81,9 @@ def load_checkpoint(path) -> dict:
     try:
         ckpt = load_verified(path)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(path, f"not a readable checkpoint ({type(err).__name__}: {err})") from None
+        # (torch's own messages run for paragraphs and suggest weights_only=False: name the type)
+        detail = f"{type(err).__name__}: {err}" if isinstance(err, DamagedFile) else type(err).__name__
+        raise CheckpointError(path, f"not a readable checkpoint ({detail})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(path, "not a mentor3ad checkpoint (missing or unknown 'format')")
     return ckpt
