@@ -99,14 +99,19 @@ def test_garbage_plans_read_nothing_out_of_bounds():
     torch.testing.assert_close(out[1, 3], good[1, 3], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_mutated_calls_never_crash(seed):
-    # Every internal op, replayed with mutated arguments in a child process (a crash fails here
-    # instead of killing pytest). See _op_fuzz.py.
-    run = subprocess.run([sys.executable, str(HERE / "_op_fuzz.py"), str(seed), "1500"], capture_output=True,
+def _fuzz(script: str, seed: int, calls: int) -> dict:
+    """Runs a fuzz script in a child process (a crash fails the test instead of killing pytest)
+    and returns the JSON it prints."""
+    run = subprocess.run([sys.executable, str(HERE / script), str(seed), str(calls)], capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, f"the fuzz process died (rc {run.returncode}): {run.stderr[-2000:]}"
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mutated_calls_never_crash(seed):
+    # Every internal op, replayed with mutated arguments. See _op_fuzz.py.
+    result = _fuzz("_op_fuzz.py", seed, 1500)
     assert result["unexpected"] == []
     counts = result["counts"]
     # Every op the public calls reached (22 on the CPU kernels, 15 on the CUDA route) was
@@ -120,10 +125,7 @@ def test_mutated_calls_never_crash(seed):
 def test_random_public_calls(seed):
     # Random calls of every public op (odd sizes, views, dtypes, values, checks on and off): a
     # result or ValueError / TypeError, and the result of the contiguous call. See _public_fuzz.py.
-    run = subprocess.run([sys.executable, str(HERE / "_public_fuzz.py"), str(seed), "600"], capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, f"the fuzz process died (rc {run.returncode}): {run.stderr[-2000:]}"
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = _fuzz("_public_fuzz.py", seed, 600)
     assert result["unexpected"] == [] and result["mismatched"] == []
     counts = result["counts"]
     assert len(counts) == 17, sorted(counts)

@@ -30,9 +30,9 @@ def main(n: int = 100_000) -> int:
     print(f"device {torch.cuda.get_device_name() if device == 'cuda' else device}, n = {n}, radius {radius:.5f}")
     print("| dtype | normals | its search (K = 30) | FPFH | search K = 100 bounded | unbounded | FPFH kernels |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for dtype in (torch.float32, torch.float64):
-        p = pts.to(device, dtype)[None]
-        lengths = torch.tensor([n], device=device)
+    clouds = [(dtype, pts.to(device, dtype)[None], torch.tensor([n], device=device))
+              for dtype in (torch.float32, torch.float64)]
+    for dtype, p, lengths in clouds:
         with m.value_checks(False):
             normals = m.estimate_normals(p, k=30)
             t_normals = median_ms(lambda: m.estimate_normals(p, k=30))
@@ -52,9 +52,7 @@ def main(n: int = 100_000) -> int:
         from mentor3ad_ext.ops.knn import _knn_tiles
         print("| dtype | search | default kind | thread lists (mode 1) | warp lists (mode 2) |")
         print("|---|---|---:|---:|---:|")
-        for dtype in (torch.float32, torch.float64):
-            p = pts.to(device, dtype)[None]
-            lengths = torch.tensor([n], device=device)
+        for dtype, p, lengths in clouds:
             with m.value_checks(False):
                 for name, K, bound in (("normals K = 30", 30, math.inf), ("FPFH K = 100 < r", 100, r2)):
                     t = [median_ms(lambda: _knn_tiles(p, p, lengths, lengths, K, 2, mode, bound)) for mode in (0, 1, 2)]
