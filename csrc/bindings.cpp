@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/finite.h"
+#include "common/fp_mode.h"
 #include "common/parallel.h"
 #include "ball_query/ball_query.h"
 #include "coalesce/coalesce.h"
@@ -521,7 +522,7 @@ void bind_metrics(py::module_& m) {
   m.def("metrics_build", &metrics_build, py::arg("maps"), py::arg("masks"), py::arg("N"), py::arg("H"), py::arg("W"),
         py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("alloc"), py::arg("alloc_host") = py::none(),
         py::arg("need_regions") = true, py::arg("profile") = false, py::arg("search") = 0,
-        py::arg("join_runs") = true);
+        py::arg("join_runs") = true, py::call_guard<m3ad::IeeeFpMode>());
 }
 
 }  // namespace
@@ -533,7 +534,8 @@ void bind_metrics(py::module_& m) {
 
 PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.doc() = "mentor3ad_ext compiled kernels (torch-free; see mentor3ad_ext/ops for the API)";
-  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  // Every kernel call releases the GIL and runs in the IEEE floating-point mode (common/fp_mode.h).
+  const auto nogil = py::call_guard<py::gil_scoped_release, m3ad::IeeeFpMode>();
   m.def("build_info", &build_info);
   m.def("get_num_threads", &m3ad::get_num_threads);
   m.def("set_num_threads", &m3ad::set_num_threads, py::arg("n"), nogil);

@@ -149,6 +149,39 @@ def test_sorted_tiles_path_matches_reference(device, dtype, norm, monkeypatch):
         assert (got.idx[2] == -1).all() and (got.idx[3] == -1).all() and (got.idx[0, :, 1:] >= 0).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_results_do_not_depend_on_the_callers_denormal_mode(threads):
+    # torch.set_flush_denormal(True) sets flush-to-zero / denormals-are-zero for the calling
+    # thread only; squared distances below ~1e-38 (float32) then compared as 0 there and not on
+    # the OpenMP workers: 7 of 8 kNN distances differed on this cloud. The kernels now always
+    # compute in the IEEE mode (csrc/common/fp_mode.h).
+    g = torch.Generator().manual_seed(0)
+    p = (torch.rand(2, 600, 3, generator=g) * 3e-19).float()  # squared distances ~1e-39: denormals
+    feats = torch.randn(2, 600, 4, generator=g)
+
+    def run():
+        n = m.estimate_normals(p, k=8)
+        return [m.knn_points(p, p, K=8).dists, m.knn_points(p, p, K=8).idx, m.ball_query(p, p, K=8, radius=2e-19).idx,
+                m.sample_farthest_points(p, K=32)[1], n, m.fpfh(p.double(), n.double(), max_nn=10),
+                m.interpolate_features(p[:, :50], p, feats, k=3)]
+
+    old = m.get_num_threads()
+    m.set_num_threads(threads)
+    try:
+        want = run()
+        assert (want[0][..., 1:] > 0).float().mean() > 0.5 and (want[0][..., 1:] < 1e-37).all()
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU cannot flush denormals")
+        try:
+            got = run()
+        finally:
+            torch.set_flush_denormal(False)
+    finally:
+        m.set_num_threads(old)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert torch.equal(a, b), i
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_bound_zero_takes_nothing_with_denormals_flushed(dtype):
     # The CPU search turned "< bound" into "<= the float below it"; below 0 that is a denormal,

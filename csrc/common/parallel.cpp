@@ -4,6 +4,7 @@
 // launched right after any torch op ran several times slower on a 2-core machine).
 #include "common/parallel.h"
 
+#include "common/fp_mode.h"
 #include "common/launch.h"
 
 #include <omp.h>
@@ -51,6 +52,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     const int64_t b = c * step, e = std::min(n, b + step);
     if (b >= e) continue;
     try {
+      const IeeeFpMode fp;  // (a worker's own mode may differ from the caller's)
       body(b, e);
     } catch (...) {
       std::lock_guard<std::mutex> lk(error_mutex);
@@ -83,6 +85,7 @@ void parallel_team(int threads, const std::function<void(int, int)>& body) {
 #pragma omp parallel num_threads(threads)
   {
     try {
+      const IeeeFpMode fp;
       body(omp_get_thread_num(), omp_get_num_threads());
     } catch (...) {
       std::lock_guard<std::mutex> lk(error_mutex);
