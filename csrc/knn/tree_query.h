@@ -19,15 +19,14 @@ struct KnnStackEntry {  // no initialiser: a zero-filled stack cost 7 % of a K =
 };
 
 // The `bound` of tree_query (which keeps distances <= it) that keeps exactly those < max_dist:
-// a bounded search (knn_within_cpu) takes only neighbours strictly below its bound. No distance
-// is below a bound <= 0: -inf, not nextafter(0) = -4.9e-324, which a CPU in denormals-are-zero
-// mode (torch.set_flush_denormal(True); torch.compile's CPU code set it on torch 2.4) compares
-// as -0, so that distance 0 passed the bound 0.
+// a bounded search (knn_within_cpu) takes only neighbours strictly below its bound. Below 0
+// that is a denormal, -4.9e-324: exact because the kernels always run in the IEEE mode
+// (common/fp_mode.h); under a caller's denormals-are-zero mode it compared as -0, and distance 0
+// passed the bound 0.
 template <typename T>
 T strictly_below(T max_dist) {
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  if (!(max_dist > T(0))) return -inf;
-  return max_dist < inf ? std::nextafter(max_dist, -inf) : max_dist;
+  return max_dist < std::numeric_limits<T>::infinity() ? std::nextafter(max_dist, -std::numeric_limits<T>::infinity())
+                                                       : max_dist;
 }
 
 // `bound`: a known upper bound of the K-th distance (e.g. the K-th distance among any K points

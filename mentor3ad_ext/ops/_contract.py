@@ -83,6 +83,11 @@ class Contract:
                       if d.__class__ is str and d in dims and dims[d][0] != n and dims[d][1] != name), "")
         self._fail(ValueError, f"{name} must have shape {want}, got {actual}{where}")
 
+    def host_int32(self, name: str, t: torch.Tensor, host: bool) -> None:
+        """int32 neighbour lists are read by the CPU kernels only (`host`: they serve this call)."""
+        if t.dtype == torch.int32 and not host:
+            self._fail(ValueError, f"{name}: int32 neighbour lists are served by the CPU kernels only")
+
     def at_least(self, dim: str, minimum: int) -> int:
         """The size bound to `dim`, which must be >= minimum (e.g. points with no coordinates)."""
         size, source = self._dims[dim]

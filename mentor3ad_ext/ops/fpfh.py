@@ -47,8 +47,7 @@ def _fpfh(points: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, dists:
     c, points, normals, query_index = _contract("fpfh_from_neighbors", points, normals, query_index)
     idx = c.tensor("idx", idx, ("B", "P", "K"), INDEX)
     dists = c.tensor("dists", dists, ("B", "P", "K"), (points.dtype,), empty_ok=True)
-    if idx.dtype == torch.int32 and not host_kernels(points):
-        raise ValueError("mentor3ad::fpfh_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
+    c.host_int32("idx", idx, host_kernels(points))
     return _run(points, normals, idx, dists, query_index, idx.shape[2], radius2)
 
 

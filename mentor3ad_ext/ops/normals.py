@@ -43,9 +43,8 @@ def _normals(points: torch.Tensor, idx: torch.Tensor, dists: torch.Tensor, query
     dists = c.tensor("dists", dists, ("B", "P", "K"), (points.dtype,), empty_ok=True, contiguous=False)
     query_index = c.tensor("query_index", query_index, ("B", "P"), INT64, empty_ok=True)
     viewpoint = c.floats("viewpoint", viewpoint, 3)
+    c.host_int32("idx", idx, host_kernels(points))
     B, P, _ = points.shape
-    if idx.dtype == torch.int32 and not host_kernels(points):
-        raise ValueError("normals_from_neighbors: int32 neighbour lists are served by the CPU kernels only")
     normals = torch.empty((B, P, 3), dtype=points.dtype, device=points.device)
     curvature = torch.empty((B, P), dtype=points.dtype, device=points.device)
     if normals.numel():
