@@ -24,6 +24,7 @@
 #include "fpfh/fpfh.h"
 #include "fps/fps.h"
 #include "knn/knn.h"
+#include "knn/knn_rerank.h"
 #include "knn/knn_select.h"
 #include "knn/knn_tiles.h"
 #include "knn/morton_order.h"
@@ -272,7 +273,7 @@ void knn_within(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t length
 void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths2, uintptr_t dists,
                uintptr_t idx, uintptr_t order1, uintptr_t order2, uintptr_t boxes, uintptr_t supers,
                uintptr_t home, int64_t B, int64_t P1, int64_t P2, int64_t K, int64_t tiles, int64_t super_tiles,
-               int norm, int list_mode, double max_dist, int dtype, int device, uintptr_t stream) {
+               int norm, int list_mode, double max_dist, int dtype, int device, uintptr_t stream, uintptr_t todo) {
   auto p = pair_query<m3ad::KnnTilesParams>(p1, p2, lengths1, lengths2, dists, idx, B, P1, P2, 3, K, dtype);
   p.norm = norm;
   p.order1 = as_ptr<const int64_t>(order1);
@@ -284,8 +285,29 @@ void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths
   p.super_tiles = super_tiles;
   p.list_mode = list_mode;
   p.max_dist = max_dist;
+  p.todo = as_ptr<const uint8_t>(todo);
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_tiles_cpu,
            M3AD_CUDA_FN(m3ad::knn_tiles_cuda));
+}
+
+// The float32 filter's rerank (knn_rerank.h): float64 rows of K < 32 from float32 rows of 32.
+void knn_rerank(uintptr_t points, uintptr_t queries, uintptr_t lengths, uintptr_t cand_dists, uintptr_t cand_idx,
+                uintptr_t supers32, int64_t super_tiles, uintptr_t dists, uintptr_t idx, uintptr_t todo, int64_t B,
+                int64_t P, int64_t K, int device, uintptr_t stream) {
+  if (K < 1 || K >= m3ad::kFilterM) throw std::invalid_argument("knn_rerank: K must be in [1, 32), got " + std::to_string(K));
+  m3ad::KnnRerankParams p;
+  p.points = as_ptr<const double>(points);
+  p.queries = as_ptr<const double>(queries);
+  p.lengths = as_ptr<const int64_t>(lengths);
+  p.cand_dists = as_ptr<const float>(cand_dists);
+  p.cand_idx = as_ptr<const int64_t>(cand_idx);
+  p.supers32 = as_ptr<const float>(supers32);
+  p.super_tiles = super_tiles;
+  p.dists = as_ptr<double>(dists);
+  p.idx = as_ptr<int64_t>(idx);
+  p.todo = as_ptr<uint8_t>(todo);
+  p.B = B, p.P = P, p.K = K;
+  dispatch("knn_points", p, make_device(device, stream), m3ad::knn_rerank_cpu, M3AD_CUDA_FN(m3ad::knn_rerank_cuda));
 }
 
 void morton_codes(uintptr_t points, uintptr_t lengths, uintptr_t lo, uintptr_t scale, uintptr_t codes, int64_t B,
@@ -560,6 +582,7 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   // The CUDA kNN's block-select rule, for the adapter's choice against the sorted tiles.
   m.def("knn_block_select_pays", &m3ad::knn_block_select_pays);
   m.def("knn_tiles", &knn_tiles, nogil);
+  m.def("knn_rerank", &knn_rerank, nogil);
   m.def("knn_within", &knn_within, nogil);  // CPU
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);

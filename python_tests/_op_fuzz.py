@@ -84,6 +84,9 @@ def public_calls(device):
         ops.knn_within(p, p, L, L, 10, 0.09)
         ops.knn_within_idx(p, p, L, L, 10, 0.09)
         ops.morton_codes(p, L, *morton_frame(p, L))
+        ops.knn_self(p, L, 10, 0.09, 0)
+        if dtype == torch.float64:
+            ops.knn_self(p, L, 20, math.inf, 3)  # the float32 filter
 
 
 def mutate_tensor(r, t):

@@ -860,15 +860,15 @@ def test_overflowed_distances_on_every_path(device, dtype, norm):
 
 def test_block_select_rule():
     # The C++ rule that both the CUDA dispatch and the adapter's tiles choice ask (knn_select.h).
-    from mentor3ad_ext.ops.knn import _block_select_pays, _tiles_pay
+    from mentor3ad_ext.ops.knn import _block_select_pays, tiles_pay
 
-    assert _block_select_pays(1, 1024, 16_000, 128) and not _tiles_pay(1, 1024, 16_000, 128)
-    assert _block_select_pays(1, 4096, 100_000, 100) and not _tiles_pay(1, 4096, 100_000, 100)
+    assert _block_select_pays(1, 1024, 16_000, 128) and not tiles_pay(1, 1024, 16_000, 128)
+    assert _block_select_pays(1, 4096, 100_000, 100) and not tiles_pay(1, 4096, 100_000, 100)
     assert _block_select_pays(1, 256, 16_000, 2048) and not _block_select_pays(1, 256, 16_000, 2049)
     assert not _block_select_pays(1, 1024, 16_000, 32)  # registers and warps serve K <= 32
     assert not _block_select_pays(1, 1024, 255, 100)  # tiny clouds: a thread per query
     assert not _block_select_pays(2, 8192, 1000, 100)  # many rows: the pruning paths
-    assert not _block_select_pays(1, 8192, 100_000, 100) and _tiles_pay(1, 8192, 100_000, 100)
+    assert not _block_select_pays(1, 8192, 100_000, 100) and tiles_pay(1, 8192, 100_000, 100)
     assert _block_select_pays(1, 8192, 100_000, 300)  # no list path takes K > 256 with few rows
 
 

@@ -1,7 +1,7 @@
 """Where the CUDA kNN's time goes: the sorted-tiles plan (torch ops), its kernel alone, the whole
 call, the index-order scan it replaces and the block select (one block per query, radix select;
 csrc/knn/knn_select_cuda.cu), per size; then a torch.profiler table of one call. The whole call
-takes whichever path the rules pick (tiles: ops/knn.py _tiles_pay; block select:
+takes whichever path the rules pick (tiles: ops/knn.py tiles_pay; block select:
 csrc/knn/knn_select.h); the block select's answer is checked against the scan's before timing.
 
     python scripts/profile_knn_tiles.py      # on a machine with a CUDA GPU
@@ -38,7 +38,7 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
     dev, stream = device_args(p1s)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
                   ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2, list_mode,
-                  max_dist, dtype_tag(p1s), dev, stream)
+                  max_dist, dtype_tag(p1s), dev, stream, 0)
 
 
 def main():

@@ -30,10 +30,14 @@ constexpr int64_t kKnnTile = 32;
 constexpr int64_t kKnnSuper = 32;  // tiles per super-tile
 
 struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D = 3
-  const int64_t* order1 = nullptr;  // (B, P1): the output row of each sorted query
+  // (B, P1): the output row of each sorted query; nullptr: its sorted position (a cloud searched
+  // against itself, rows left in the sorted order: tiles_out_row).
+  const int64_t* order1 = nullptr;
   const int64_t* order2 = nullptr;  // (B, P2): the original index of each sorted point
   const void* boxes = nullptr;      // (B, tiles, 6): lo x, y, z, hi x, y, z of each tile
-  const int64_t* home = nullptr;    // (B, P1): sorted position of each sorted query's code among the points
+  // (B, P1): sorted position of each sorted query's code among the points; nullptr: the query's
+  // own position (p1 is p2: tiles_home).
+  const int64_t* home = nullptr;
   int64_t tiles = 0;                // tiles per cloud: ceil(P2 / kKnnTile)
   const void* supers = nullptr;     // (B, super_tiles, 6): the box of each kKnnSuper tiles
   int64_t super_tiles = 0;          // ceil(tiles / kKnnSuper)
@@ -47,8 +51,20 @@ struct KnnTilesParams : KnnParams {  // p1, p2: the sorted queries and points, D
   // with a radius) keep only that prefix; bounding the search spares the walk every tile beyond
   // the radius and the lists every insertion there. +inf: the plain kNN.
   double max_dist = INFINITY;
+  // (B, P1) by sorted row: search only the rows where it is nonzero and leave the others' output
+  // untouched (the float32 filter's undecided rows, knn_rerank.h); nullptr: every row.
+  const uint8_t* todo = nullptr;
   M3AD_HD bool bounded() const { return max_dist < INFINITY; }
+  M3AD_HD bool wanted(int64_t b, int64_t qs) const { return !todo || todo[b * P1 + qs]; }
 };
+
+// Where sorted query qs of cloud b writes its row, and where its walk starts (see order1, home).
+M3AD_HD int64_t tiles_out_row(const KnnTilesParams& p, int64_t b, int64_t qs) {
+  return b * p.P1 + (p.order1 ? p.order1[b * p.P1 + qs] : qs);
+}
+M3AD_HD int64_t tiles_home(const KnnTilesParams& p, int64_t b, int64_t qs) {
+  return p.home ? p.home[b * p.P1 + qs] : qs;
+}
 
 void knn_tiles_cpu(const KnnTilesParams& p);
 void knn_tiles_cuda(const KnnTilesParams& p, const Device& dev);
@@ -174,7 +190,7 @@ M3AD_HD void tiles_search(const KnnTilesParams& p, int64_t b, int64_t qs, List& 
   if (c.n2 == 0) return;
   const T* qp = static_cast<const T*>(p.p1) + (b * p.P1 + qs) * 3;
   const T q[3] = {qp[0], qp[1], qp[2]};
-  for (TileWalk w(p.home[b * p.P1 + qs], c.n2); !w.done();) {
+  for (TileWalk w(tiles_home(p, b, qs), c.n2); !w.done();) {
     if (w.next() && c.super_bound(w.t, q, p.norm) > list.worst()) {
       w.skip_super();
       continue;

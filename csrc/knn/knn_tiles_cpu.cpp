@@ -13,7 +13,8 @@ void knn_tiles_cpu(const KnnTilesParams& p) {
     parallel_for(p.B * p.P1, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / p.P1, qs = r % p.P1;
-        const int64_t out = b * p.P1 + p.order1[r];
+        if (!p.wanted(b, qs)) continue;
+        const int64_t out = tiles_out_row(p, b, qs);
         NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K, static_cast<T>(p.max_dist));
         if (qs < clamp_len(p.lengths1, b, p.P1)) {
           tiles_search<T>(p, b, qs, list);

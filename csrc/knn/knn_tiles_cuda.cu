@@ -81,7 +81,7 @@ __device__ __forceinline__ bool warp_rows(const KnnTilesParams& p, WarpRows& w) 
   w.b = gw / warps_per_cloud;
   if (w.b >= p.B) return false;
   w.qs = (gw % warps_per_cloud) * 32 + (threadIdx.x & 31);
-  w.active = w.qs < clamp_len(p.lengths1, w.b, p.P1);
+  w.active = w.qs < clamp_len(p.lengths1, w.b, p.P1) && p.wanted(w.b, w.qs);
   return true;
 }
 
@@ -95,7 +95,7 @@ __device__ void warp_search(const KnnTilesParams& p, const WarpRows& w, List& li
     q[0] = qp[0], q[1] = qp[1], q[2] = qp[2];
   }
   const int64_t first = w.qs - (threadIdx.x & 31);  // lane 0's query, valid when any lane is
-  for (TileWalk walk(p.home[w.b * p.P1 + first], c.n2); !walk.done();) {  // the same in every lane
+  for (TileWalk walk(tiles_home(p, w.b, first), c.n2); !walk.done();) {  // the same in every lane
     if (walk.next() && !__any_sync(kFull, w.active && !(c.super_bound(walk.t, q, p.norm) > list.worst()))) {
       walk.skip_super();
       continue;
@@ -112,8 +112,8 @@ __global__ void knn_tiles_registers(KnnTilesParams p) {
   if (!warp_rows(p, w)) return;
   NnRegList<T, KB> list(static_cast<int>(p.K), static_cast<T>(p.max_dist));
   warp_search<T>(p, w, list);
-  if (w.qs >= p.P1) return;
-  const int64_t out = w.b * p.P1 + p.order1[w.b * p.P1 + w.qs];
+  if (w.qs >= p.P1 || !p.wanted(w.b, w.qs)) return;
+  const int64_t out = tiles_out_row(p, w.b, w.qs);
   T* dists = static_cast<T*>(p.dists) + out * p.K;
   int64_t* idx = p.idx + out * p.K;
 #pragma unroll
@@ -131,8 +131,8 @@ template <typename T>
 __global__ void knn_tiles_memory(KnnTilesParams p) {
   WarpRows w;
   if (!warp_rows(p, w)) return;
-  const bool has_row = w.qs < p.P1;
-  const int64_t out = has_row ? w.b * p.P1 + p.order1[w.b * p.P1 + w.qs] : 0;
+  const bool has_row = w.qs < p.P1 && p.wanted(w.b, w.qs);
+  const int64_t out = has_row ? tiles_out_row(p, w.b, w.qs) : 0;
   NnMemList<T> list(static_cast<T*>(p.dists) + out * p.K, p.idx + out * p.K, p.K, static_cast<T>(p.max_dist));
   warp_search<T>(p, w, list);
   if (has_row) list.finish();
@@ -145,17 +145,17 @@ template <typename T>
 __global__ void knn_tiles_warp_list(KnnTilesParams p) {
   extern __shared__ __align__(16) unsigned char tiles_list_smem[];
   WarpQuery w;
-  if (!warp_query(p, w)) return;
+  if (!warp_query(p, w) || !p.wanted(w.b, w.q)) return;  // the whole warp: one row
   using U = typename NnKey<T>::U;
   U* keys = reinterpret_cast<U*>(tiles_list_smem) + (threadIdx.x >> 5) * warp_list_capacity(p.K);
   WarpList<T> list(keys, p.K, static_cast<T>(p.max_dist), w.lane);
-  const int64_t b = w.b, out = b * p.P1 + p.order1[w.row];
+  const int64_t b = w.b, out = tiles_out_row(p, b, w.q);
   const TilesCloud<T> c(p, b);
   const int64_t n2 = c.n2;
   if (w.q < clamp_len(p.lengths1, b, p.P1) && n2 > 0) {
     const T* qp = static_cast<const T*>(p.p1) + w.row * 3;
     const T q[3] = {qp[0], qp[1], qp[2]};
-    for (TileWalk walk(p.home[w.row], n2); !walk.done();) {
+    for (TileWalk walk(tiles_home(p, b, w.q), n2); !walk.done();) {
       if (walk.next() && c.super_bound(walk.t, q, p.norm) > list.bar_dist) {
         walk.skip_super();
         continue;

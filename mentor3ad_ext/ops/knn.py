@@ -41,7 +41,7 @@ def _block_select_pays(B: int, P1: int, P2: int, K: int) -> bool:
     return C().knn_block_select_pays(B, P1, P2, K)
 
 
-def _tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
+def tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
     if P2 < TILES_MIN_POINTS or B * P1 * P2 < (TILES_MIN_WORK if K <= 32 else TILES_MIN_WORK // 4):
         return False
     if _block_select_pays(B, P1, P2, K):
@@ -64,10 +64,19 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, l
     home = torch.searchsorted(code2, code1)
     p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
     boxes, supers = tile_boxes(p2s, lengths2, _TILE, _SUPER)
-    dev, stream = device_args(p1)
+    tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K, norm, list_mode,
+                 max_dist)
+
+
+def tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K: int, norm: int,
+                 list_mode: int, max_dist: float, todo=None) -> None:
+    """The sorted tiles' kernel on a plan (csrc/knn/knn_tiles.h); order1 / home None: p1s is p2s,
+    rows in sorted order; todo (B, P1) uint8: only those rows."""
+    B, P1, _ = p1s.shape
+    dev, stream = device_args(p1s)
     C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
-                  ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, P2, K, boxes.shape[1], supers.shape[1],
-                  norm, list_mode, max_dist, dtype_tag(p1), dev, stream)
+                  ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1],
+                  supers.shape[1], norm, list_mode, max_dist, dtype_tag(p1s), dev, stream, ptr(todo))
 
 
 def _outputs(p1, K: int):
@@ -128,7 +137,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
     dists, idx = _outputs(p1, K)
     if dists.numel() and dense_pays(p1, P2, K, norm):
         knn_dense_into(dists, idx, p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, _knn_scan_into)
-    elif dists.numel() and D == 3 and not host_kernels(p1) and _tiles_pay(B, P1, P2, K):
+    elif dists.numel() and D == 3 and not host_kernels(p1) and tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
         _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
@@ -168,7 +177,7 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
     if D == 3 and host_kernels(p1):
         _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx, dists)
         return dists, idx
-    if D == 3 and _tiles_pay(B, P1, P2, K):
+    if D == 3 and tiles_pay(B, P1, P2, K):
         _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist=max_dist)
         return dists, idx
     dists, idx = _knn(p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, 2)

@@ -16,7 +16,8 @@ from ._contract import INDEX, INT64, Contract
 from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._spatial import check_organized, pack_organized, spatial_order, unpack_organized
-from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, _knn_within_rows32, fits_int32
+from ._knn_self import _knn_self
+from .knn import _knn, _knn_within, _knn_within_idx, _knn_within_idx32, _knn_within_rows32, fits_int32, tiles_pay
 
 OP = "estimate_normals"
 OP_ORGANIZED = "estimate_normals_organized"
@@ -151,6 +152,10 @@ def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2:
     indices where the CPU kernels serve (for kernels that take them: FPFH's). `packed` (without
     dists): where the CPU kernels serve, idx is instead the tuple (idx, row_start, row_count) of
     packed int32 rows (`_knn_within_rows32`, FPFH's own search)."""
+    if not host_kernels(points) and tiles_pay(*points.shape[:2], points.shape[1], K):
+        # One sort for the queries' order, the points' and the plan's (_knn_self).
+        dists, idx, order = _knn_self(points, lengths, K, radius2 if radius2 >= 0 else math.inf, 0)
+        return idx, dists, order
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     if not with_dists and (radius2 >= 0 or host_kernels(points)):

@@ -28,4 +28,4 @@ MENTOR3AD_CUDA_EMULATOR=1 python -m pytest -q -p no:cacheprovider \
   python_tests/test_normals.py python_tests/test_fpfh.py python_tests/test_scatter.py \
   python_tests/test_projection.py python_tests/test_interpolate.py \
   python_tests/test_interpolate_grid.py python_tests/test_metrics.py \
-  python_tests/test_metrics_bad_input.py python_tests/test_malformed_calls.py "$@"
+  python_tests/test_metrics_bad_input.py python_tests/test_malformed_calls.py python_tests/test_knn_self.py "$@"

@@ -2,7 +2,8 @@
 
 TSan's cost grows with the number of CUDA threads that synchronise, so the full test suite is
 far too slow under it; this touches every kernel and path (FPS single-block, resident and
-multi-block, kNN thread/warp/large-K/block select and the overflow fill, ball query thread/warp,
+multi-block, kNN thread/warp/large-K/block select and the overflow fill, the self-search and its
+float32 filter, ball query thread/warp,
 metrics, scatter plans, reductions and warp-per-row gathers, projection, normals, FPFH, interpolate_to_grid) with outputs checked against the
 CPU kernels' results computed first. See README.md here for the command line.
 """
@@ -76,6 +77,18 @@ def knn_paths():
             _knn_tiles(x[:, :20], x, l1, l2, 40, 2, 2, 0.01)[1])
 
 
+def knn_self_paths():
+    # The descriptors' self-search (one plan) and its float32 filter: the float32 search, the
+    # rerank and the float64 search of the rows it defers (the lattice's ties).
+    import math
+
+    from mentor3ad_ext.ops._knn_self import _knn_self
+
+    lat = torch.cat([(x[:1] * 4).round(), x[:1]], 1).double()
+    lengths = torch.tensor([1390])
+    return _knn_self(lat, lengths, 30, math.inf, 3)[:2] + _knn_self(x, torch.tensor([700, 650]), 12, 0.01, 0)[:2]
+
+
 def ball_paths():
     return m.ball_query(x[:, :40], x, K=6, radius=0.2).idx, m.ball_query(x[:, :40], x[:, :100], K=6, radius=0.3).idx
 
@@ -106,7 +119,7 @@ def interpolate_grid():
     return m.interpolate_to_grid(centers, center_feats, grid, k=3, out_size=(8, 8))
 
 
-for case in (fps_small, fps_resident, fps_multi_block, knn_paths, ball_paths, metrics, scatter_and_projection,
-             descriptors, interpolate_grid):
+for case in (fps_small, fps_resident, fps_multi_block, knn_paths, knn_self_paths, ball_paths, metrics,
+             scatter_and_projection, descriptors, interpolate_grid):
     both(case)
     print("ok", case.__name__, flush=True)

@@ -1,0 +1,163 @@
+"""The self-search of the descriptor ops (ops/_knn_self.py): one sorted plan for a cloud against
+itself, and the float32 filter of float64 searches (csrc/knn/knn_rerank.h). Both must give the
+rows of the general search bit for bit. Under the CUDA emulator the "cpu" cases run the CUDA
+kernels."""
+import math
+
+import pytest
+import torch
+
+from conftest import DEVICES, FLOAT_DTYPES
+
+import mentor3ad_ext as m
+import mentor3ad_ext.ops._knn_self as knn_self
+from mentor3ad_ext.ops._knn_self import _knn_self
+from mentor3ad_ext.ops._spatial import gather_points, spatial_order
+from mentor3ad_ext.reference import knn as reference
+
+
+def _general(points, lengths, K, max_dist=math.inf, order=None):
+    """The rows of the general search: the scan over the queries in `order` (by default the
+    spatial order; on the CPU that one is computed by another kernel, csrc/knn/morton_order.h, so
+    its ties may order differently), cut at max_dist."""
+    order = spatial_order(points, lengths) if order is None else order
+    d, i, _ = reference.knn_points(gather_points(points, order), points, lengths, lengths, K)
+    if max_dist < math.inf:
+        inside = d < torch.tensor(max_dist, dtype=d.dtype)
+        d, i = torch.where(inside, d, 0), torch.where(inside, i, -1)
+    return d, i, order
+
+
+def _assert_same(got, want, what):
+    for name, g, w in zip(("dists", "idx", "order"), got, want):
+        assert torch.equal(g, w), f"{what}: {name} differ in {int((g != w).sum())} entries"
+
+
+def _check(points, lengths, K, max_dist, mode, what, cache=None):
+    """_knn_self's rows are the general search's over the queries in its order, a permutation of
+    each cloud that lists the valid points first. `cache`: a dict for the general rows of calls
+    that differ in `mode` only."""
+    got = _knn_self(points, lengths, K, max_dist, mode)
+    order = got[2]
+    assert torch.equal(order.sort(1).values, torch.arange(points.shape[1], device=order.device).expand_as(order))
+    valid_first = (order < lengths[:, None]) == (torch.arange(points.shape[1], device=order.device) < lengths[:, None])
+    assert valid_first.all(), what
+    cache = {} if cache is None else cache
+    key = (K, max_dist, order.cpu().numpy().tobytes())
+    if key not in cache:
+        cache[key] = _general(points, lengths, K, max_dist, order)
+    _assert_same(got, cache[key], what)
+    return got
+
+
+def _shells(n_shells: int, gen, jitter: float, offset: float) -> torch.Tensor:
+    """Clouds where float32 cannot rank a row's K-th neighbour: around each centre, 28 points at
+    distance 0.3 (with the centre, 29 sure neighbours) and 12 at distance 1 within `jitter`,
+    far below float32's resolution at `offset`."""
+    out = []
+    for s in range(n_shells):
+        c = torch.tensor([offset + 50.0 * s, offset, -offset], dtype=torch.float64)
+        inner = torch.nn.functional.normalize(torch.randn(28, 3, generator=gen, dtype=torch.float64), dim=1) * 0.3
+        outer = torch.nn.functional.normalize(torch.randn(12, 3, generator=gen, dtype=torch.float64), dim=1)
+        outer = outer * (1 + jitter * torch.rand(12, 1, generator=gen, dtype=torch.float64))
+        out.append(torch.cat([c[None], c + inner, c + outer]))
+    return torch.cat(out)
+
+
+def _clouds(gen, dtype):
+    """(points (B, P, 3), lengths): random, lattice with duplicates, tiny, wide and far-off
+    coordinates, shells float32 cannot rank, ragged, short and empty clouds."""
+    P = 900  # any size takes the tiles here (the rules for when they pay are knn.py's)
+    ax = torch.arange(8.0, dtype=torch.float64)
+    lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    lat = torch.cat([lattice, lattice[:P - len(lattice)]])  # duplicates[torch.randperm(P, generator=gen)]
+    rnd = torch.rand(P, 3, generator=gen, dtype=torch.float64)
+    shells = _shells(P // 41 + 1, gen, 1e-9, 1000.0)[:P]
+    clouds = torch.stack([rnd, lat, rnd * 1e-4, torch.randn(P, 3, generator=gen, dtype=torch.float64) * 1e3,
+                          rnd + 1e6, shells, rnd, rnd])
+    lengths = torch.tensor([P, P - 3, P, P, P, P, 20, 0])
+    return clouds.to(dtype), lengths
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_self_search_gives_the_general_rows(device, dtype):
+    gen = torch.Generator().manual_seed(5)
+    points, lengths = _clouds(gen, dtype)
+    points, lengths = points.to(device), lengths.to(device)
+    cache = {}
+    for K in (1, 4, 17, 30, 31, 33, 100):
+        modes = (0, 1, 2, 3) if dtype == torch.float64 and K < 32 else (0, 1, 2)
+        for mode in modes:  # by size; thread lists; warp lists; the float32 filter
+            _check(points, lengths, K, math.inf, mode, f"K = {K}, mode {mode}", cache)
+    for K in (4, 30, 100):
+        _check(points, lengths, K, 0.04, 0, f"bounded, K = {K}")
+
+
+def _count_undecided(monkeypatch):
+    """Makes the filter's float64 pass record how many rows it had to search."""
+    seen = []
+    kernel = knn_self.tiles_kernel
+
+    def spy(*args):
+        if len(args) > 15:  # (..., max_dist, todo)
+            seen.append(int(args[15].sum()))
+        kernel(*args)
+
+    monkeypatch.setattr(knn_self, "tiles_kernel", spy)
+    return seen
+
+
+def test_float32_filter_decides_generic_rows_and_defers_the_rest(monkeypatch):
+    # The rerank's bound must be tight enough to decide nearly every row of a generic cloud (else
+    # the filter only adds a float32 search) and never decide a row float32 cannot rank: on the
+    # shells (K-th neighbours 1e-9 apart, coordinates ~1000) every row near them must be deferred.
+    seen = _count_undecided(monkeypatch)
+    gen = torch.Generator().manual_seed(1)
+    surface = torch.rand(1, 4000, 3, generator=gen, dtype=torch.float64)
+    surface[..., 2] = 0.1 * torch.sin(6 * surface[..., 0]) * torch.cos(4 * surface[..., 1])
+    lengths = torch.tensor([4000])
+    _check(surface, lengths, 30, math.inf, 0, "surface")
+    assert seen[-1] <= 40, f"{seen[-1]} of 4000 rows undecided on a generic surface"
+    shells = _shells(60, gen, 1e-9, 1000.0)[None]
+    lengths = torch.tensor([shells.shape[1]])
+    _check(shells, lengths, 30, math.inf, 0, "shells")
+    assert seen[-1] >= 60, f"only {seen[-1]} rows deferred: the shells' centres cannot be ranked in float32"
+    far = (torch.rand(1, 3000, 3, generator=gen, dtype=torch.float64) * 1e20)  # squares overflow float32
+    _check(far, torch.tensor([3000]), 30, math.inf, 3, "far")
+    assert seen[-1] == 3000
+
+
+def test_float32_filter_takes_only_what_it_can():
+    p = torch.rand(1, 100, 3, dtype=torch.float64)
+    lengths = torch.tensor([100])
+    for dtype, K, bound in ((torch.float32, 30, math.inf), (torch.float64, 32, math.inf), (torch.float64, 30, 0.1)):
+        with pytest.raises(ValueError, match="list_mode 3"):
+            _knn_self(p.to(dtype), lengths, K, bound, 3)
+    with pytest.raises(ValueError, match="list_mode must be one of"):
+        _knn_self(p, lengths, 30, math.inf, 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_normals_and_fpfh_take_the_self_search_where_the_tiles_pay(device, monkeypatch):
+    # Where the sorted tiles serve (CUDA, or the emulator), estimate_normals and fpfh search
+    # through _knn_self; their results are the general search's (the rows are the same).
+    from mentor3ad_ext.ops import normals as normals_op
+
+    calls = []
+    real = normals_op._knn_self
+    monkeypatch.setattr(normals_op, "_knn_self", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(normals_op, "tiles_pay", lambda *size: True)  # at any size
+    gen = torch.Generator().manual_seed(2)
+    pts = torch.rand(1, 1500, 3, generator=gen, dtype=torch.float64).to(device)
+    pts[..., 2] *= 0.05
+    n = m.estimate_normals(pts, k=30)
+    f = m.fpfh(pts, n, radius=0.12, max_nn=50)
+    from mentor3ad_ext.ops._launch import host_kernels
+    if host_kernels(pts):
+        assert calls == []  # the CPU kernels search themselves
+        return
+    assert calls == [30, 50]
+    monkeypatch.setattr(normals_op, "tiles_pay", lambda *size: False)  # the general search
+    assert torch.equal(m.estimate_normals(pts, k=30), n)
+    assert torch.equal(m.fpfh(pts, n, radius=0.12, max_nn=50), f)
