@@ -56,8 +56,6 @@ def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, l
     size, 1 a thread per query (its list in its output row), 2 a warp per query (K <= 256). A
     finite `max_dist` bounds the search: only the neighbours at distance < max_dist (compared in
     p1's dtype), -1 padded."""
-    B, P1, _ = p1.shape
-    P2 = p2.shape[1]
     frame = morton_frame(p2, lengths2)
     code2, order2 = torch.sort(morton_codes(p2, lengths2, frame), dim=1, stable=True)
     code1, order1 = torch.sort(morton_codes(p1, lengths1, frame), dim=1, stable=True)
