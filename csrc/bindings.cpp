@@ -310,6 +310,18 @@ void knn_rerank(uintptr_t points, uintptr_t queries, uintptr_t lengths, uintptr_
   dispatch("knn_points", p, make_device(device, stream), m3ad::knn_rerank_cpu, M3AD_CUDA_FN(m3ad::knn_rerank_cuda));
 }
 
+void morton_frame(uintptr_t points, uintptr_t lengths, uintptr_t lo, uintptr_t scale, int64_t B, int64_t P, int dtype,
+                  int device, uintptr_t stream) {
+  m3ad::FrameParams p;
+  p.points = as_ptr<const void>(points);
+  p.lengths = as_ptr<const int64_t>(lengths);
+  p.lo = as_ptr<void>(lo);
+  p.scale = as_ptr<void>(scale);
+  p.B = B, p.P = P;
+  p.dtype = m3ad::to_dtype(dtype);
+  dispatch("morton_frame", p, make_device(device, stream), m3ad::morton_frame_cpu, M3AD_CUDA_FN(m3ad::morton_frame_cuda));
+}
+
 void morton_codes(uintptr_t points, uintptr_t lengths, uintptr_t lo, uintptr_t scale, uintptr_t codes, int64_t B,
                   int64_t P, int dtype, int device, uintptr_t stream) {
   m3ad::MortonParams p;
@@ -584,6 +596,7 @@ PYBIND11_MODULE(M3AD_MODULE_NAME, m) {
   m.def("knn_tiles", &knn_tiles, nogil);
   m.def("knn_rerank", &knn_rerank, nogil);
   m.def("knn_within", &knn_within, nogil);  // CPU
+  m.def("morton_frame", &morton_frame, nogil);
   m.def("morton_codes", &morton_codes, nogil);
   m.def("tile_boxes", &tile_boxes, nogil);
   m.def("morton_order", [](uintptr_t points, uintptr_t lengths, int64_t B, int64_t P, int dtype, uintptr_t order) {

@@ -161,3 +161,27 @@ def test_normals_and_fpfh_take_the_self_search_where_the_tiles_pay(device, monke
     monkeypatch.setattr(normals_op, "tiles_pay", lambda *size: False)  # the general search
     assert torch.equal(m.estimate_normals(pts, k=30), n)
     assert torch.equal(m.fpfh(pts, n, radius=0.12, max_nn=50), f)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_morton_frame_is_the_valid_points_box(device, dtype):
+    # One kernel (csrc/knn/tiles_plan.h) for what were eleven tensor ops of every CUDA search:
+    # the valid points' lower corner, 1023 cells over the longest side; NaN coordinates left out;
+    # ragged, single-point (zero extent), flat and empty clouds.
+    from mentor3ad_ext.ops._spatial import morton_frame
+
+    gen = torch.Generator().manual_seed(4)
+    p = (torch.randn(5, 700, 3, generator=gen, dtype=torch.float64) * 7).to(dtype)
+    p[2, :, 1] = 0.5
+    p[0, 5, 2] = math.nan
+    lengths = torch.tensor([700, 3, 700, 1, 0])
+    lo, scale = morton_frame(p.to(device), lengths.to(device))
+    big = torch.finfo(dtype).max
+    for b in range(5):
+        pts = p[b, :lengths[b]]
+        want_lo = torch.cat([pts, torch.full((1, 3), big, dtype=dtype)]).nan_to_num(big).amin(0)
+        want_hi = torch.cat([pts, torch.full((1, 3), -big, dtype=dtype)]).nan_to_num(-big).amax(0)
+        extent = (want_hi - want_lo).amax().clamp_min(torch.finfo(dtype).tiny)
+        assert torch.equal(lo[b].cpu(), want_lo), b
+        assert torch.equal(scale[b].cpu(), torch.tensor(1023, dtype=dtype) / extent), b

@@ -1,7 +1,6 @@
 #include "knn/morton_order.h"
 
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "common/launch.h"
@@ -16,15 +15,12 @@ constexpr int64_t kBuckets = int64_t{1} << kRadixBits;
 
 template <typename T>
 void order_cloud(const T* pts, int64_t n, int64_t P, int64_t* order) {
-  // The frame as morton_frame computes it: the valid points' lower corner, 1023 cells over the
-  // longest side (NaN coordinates left out of it here; their codes clamp to cell 0 either way).
+  // The frame as morton_frame computes it (tiles_plan.h; NaN coordinates left out of it, their
+  // codes clamp to cell 0).
   T lo[3], hi[3];
-  for (int j = 0; j < 3; ++j) lo[j] = std::numeric_limits<T>::max(), hi[j] = -std::numeric_limits<T>::max();
-  for (int64_t i = 0; i < n; ++i)
-    for (int j = 0; j < 3; ++j) lo[j] = std::min(lo[j], pts[i * 3 + j]), hi[j] = std::max(hi[j], pts[i * 3 + j]);
-  T extent = std::max({hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]});
-  extent = std::max(extent, std::numeric_limits<T>::min());
-  const T scale = T((1 << kMortonBits) - 1) / extent;
+  frame_empty(lo, hi);
+  for (int64_t i = 0; i < n; ++i) frame_grow(lo, hi, pts + i * 3, pts + i * 3);
+  const T scale = frame_scale(lo, hi);
   MortonParams mp;
   mp.points = pts, mp.lo = lo, mp.scale = &scale, mp.B = 1, mp.P = n;
   std::vector<uint32_t> code(static_cast<size_t>(n)), code2(static_cast<size_t>(n));

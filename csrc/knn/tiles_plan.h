@@ -27,6 +27,17 @@ struct MortonParams {
   DType dtype = DType::kFloat32;
 };
 
+// The frame of each cloud's codes: the lower corner of its valid points and 1023 cells over their
+// longest side (NaN coordinates left out).
+struct FrameParams {
+  const void* points = nullptr;  // (B, P, 3)
+  const int64_t* lengths = nullptr;
+  void* lo = nullptr;            // (B, 3) output; +max where a cloud is empty
+  void* scale = nullptr;         // (B,) output
+  int64_t B = 0, P = 0;
+  DType dtype = DType::kFloat32;
+};
+
 struct TileBoxParams {
   const void* points = nullptr;  // (B, P, 3) sorted points
   const int64_t* lengths = nullptr;
@@ -36,10 +47,42 @@ struct TileBoxParams {
   DType dtype = DType::kFloat32;
 };
 
+void morton_frame_cpu(const FrameParams& p);
+void morton_frame_cuda(const FrameParams& p, const Device& dev);
 void morton_codes_cpu(const MortonParams& p);
 void morton_codes_cuda(const MortonParams& p, const Device& dev);
 void tile_boxes_cpu(const TileBoxParams& p);
 void tile_boxes_cuda(const TileBoxParams& p, const Device& dev);
+
+template <typename T>
+M3AD_HD T largest_finite() {
+  return sizeof(T) == sizeof(float) ? T(3.4028234663852886e38) : T(1.7976931348623157e308);
+}
+
+// An empty box for frame_grow: lo = +max, hi = -max.
+template <typename T>
+M3AD_HD void frame_empty(T* lo, T* hi) {
+  for (int j = 0; j < 3; ++j) lo[j] = largest_finite<T>(), hi[j] = -largest_finite<T>();
+}
+
+// Grows the box (lo, hi) by the point or box corner x (lo) / y (hi); a NaN coordinate never wins.
+template <typename T>
+M3AD_HD void frame_grow(T* lo, T* hi, const T* x, const T* y) {
+  for (int j = 0; j < 3; ++j) {
+    lo[j] = x[j] < lo[j] ? x[j] : lo[j];
+    hi[j] = y[j] > hi[j] ? y[j] : hi[j];
+  }
+}
+
+// Cells per unit of the frame of the box (lo, hi): 1023 over its longest side (at least the
+// smallest normal T, so that a point-sized or empty cloud gets a finite or infinite scale, no NaN).
+template <typename T>
+M3AD_HD T frame_scale(const T* lo, const T* hi) {
+  T extent = hi[0] - lo[0];
+  for (int j = 1; j < 3; ++j) extent = hi[j] - lo[j] > extent ? hi[j] - lo[j] : extent;
+  const T tiny = sizeof(T) == sizeof(float) ? T(1.1754943508222875e-38) : T(2.2250738585072014e-308);
+  return T((1 << kMortonBits) - 1) / (extent > tiny ? extent : tiny);
+}
 
 M3AD_HD int64_t spread_bits3(int64_t v) {  // two zero bits after each of the low 10 bits
   int64_t out = 0;

@@ -22,21 +22,32 @@ from ._contract import INT64, Contract
 from ._library import custom_op
 from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 
-_MORTON_BITS = 10  # kMortonBits: 1024 cells per axis, far finer than any neighbourhood
-
-
-def _valid_mask(points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return torch.arange(points.shape[1], device=points.device)[None, :] < lengths[:, None]
-
 
 def morton_frame(points: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lo (B, 3), cells per unit (B,)): the grid the Morton codes of a cloud use."""
-    mask = _valid_mask(points, lengths)[..., None]
-    big = torch.finfo(points.dtype).max
-    lo = torch.where(mask, points, big).amin(1)  # (B, 3); +max when empty
-    hi = torch.where(mask, points, -big).amax(1)
-    extent = (hi - lo).amax(-1).clamp_min(torch.finfo(points.dtype).tiny)
-    return lo.contiguous(), (((1 << _MORTON_BITS) - 1) / extent).contiguous()
+    """(lo (B, 3), cells per unit (B,)): the grid the Morton codes of a cloud use: the lower
+    corner of its valid points (+max when it has none), 1023 cells over their longest side; NaN
+    coordinates are left out. One kernel (csrc/knn/tiles_plan.h): the eleven tensor ops it
+    replaced cost each CUDA search as many launches."""
+    return _morton_frame(points.contiguous(), lengths.contiguous())
+
+
+@custom_op("mentor3ad::morton_frame", mutates_args=())
+def _morton_frame(points: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    c = Contract("morton_frame")
+    points = c.tensor("points", points, ("B", "P", 3))
+    lengths = c.tensor("lengths", lengths, ("B",), INT64)
+    B, P, _ = points.shape
+    lo = torch.empty((B, 3), dtype=points.dtype, device=points.device)
+    scale = torch.empty((B,), dtype=points.dtype, device=points.device)
+    if B:
+        dev, stream = device_args(points)
+        C().morton_frame(ptr(points), ptr(lengths), ptr(lo), ptr(scale), B, P, dtype_tag(points), dev, stream)
+    return lo, scale
+
+
+@_morton_frame.register_fake
+def _(points, lengths):
+    return points.new_empty((points.shape[0], 3)), points.new_empty((points.shape[0],))
 
 
 def morton_codes(points: torch.Tensor, lengths: torch.Tensor, frame) -> torch.Tensor:
