@@ -109,7 +109,7 @@ print(f'first calls, s: torch context + cuBLAS {t1 - t:.2f}, our first kernel {t
     # -v: each result is logged as it lands, so a run cut by its time box still names its failures
     (timeout $S $PY -m pytest ${TESTS:-python_tests} -v -p no:cacheprovider -k cuda -n 6 -rfE \
        > "$OUT/logs/tests.log" 2>&1; echo "tests: exit $?" >> "$OUT/summary.txt") &
-    for t in ${MEMCHECK-fps knn ball_query scatter interpolate interpolate_grid projection normals fpfh metrics}; do
+    for t in ${MEMCHECK-fps knn knn_self ball_query scatter interpolate interpolate_grid projection normals fpfh metrics}; do
       (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 --log-file "$OUT/logs/memcheck_$t.log" \
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
          > "$OUT/logs/memcheck_$t.out" 2>&1; echo "memcheck $t: exit $?" >> "$OUT/summary.txt") &
@@ -119,7 +119,7 @@ print(f'first calls, s: torch context + cuBLAS {t1 - t:.2f}, our first kernel {t
     [ "${FUZZ-1}" = 1 ] && (timeout $S compute-sanitizer --tool memcheck --error-exitcode 9 \
        --log-file "$OUT/logs/memcheck_op_fuzz.log" $PY python_tests/_op_fuzz.py 0 600 cuda \
        > "$OUT/logs/memcheck_op_fuzz.out" 2>&1; echo "memcheck op_fuzz: exit $?" >> "$OUT/summary.txt") &
-    for t in ${RACECHECK-fps knn metrics}; do
+    for t in ${RACECHECK-fps knn knn_self metrics}; do
       (timeout $S compute-sanitizer --tool racecheck --error-exitcode 9 --log-file "$OUT/logs/racecheck_$t.log" \
          $PY -m pytest "python_tests/test_$t.py" -q -p no:cacheprovider -k "cuda and not property" \
          > "$OUT/logs/racecheck_$t.out" 2>&1; echo "racecheck $t: exit $?" >> "$OUT/summary.txt") &

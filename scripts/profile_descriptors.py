@@ -45,20 +45,30 @@ def main(n: int = 100_000) -> int:
         print(f"| {str(dtype)[6:]} | {t_normals:.3f} | {t_search30:.3f} | {t_fpfh:.3f} | {t_bounded:.3f} "
               f"| {t_unbounded:.3f} | {t_kernels:.3f} |", flush=True)
     if device == "cuda":
-        # The sorted tiles' list kinds on both searches: registers (what K <= 32 takes: normals),
-        # a warp per query with its list in shared memory (what K <= 256 takes: FPFH, bounded at
-        # the radius), a thread per query with its list in its output row (32 queries walking
-        # together); and the plan with a walk that stops at once.
+        # The searches both descriptors make, each way: the general plan (two sorts and a home
+        # search, _knn_tiles), the self plan the ops take (one sort, _knn_self), and the self
+        # plan with its list kind forced: registers are what K <= 32 takes (normals), a warp per
+        # query with its list in shared memory what K <= 256 takes (FPFH, bounded at the radius),
+        # a thread per query with its list in its output row (32 queries walking together), and
+        # the float32 filter with an exact float64 rerank (float64 normals' default). Then the
+        # plan alone: a walk bounded at 0.
+        from mentor3ad_ext.ops._knn_self import _knn_self
         from mentor3ad_ext.ops.knn import _knn_tiles
-        print("| dtype | search | default kind | thread lists (mode 1) | warp lists (mode 2) |")
-        print("|---|---|---:|---:|---:|")
+        print("| dtype | search | general plan | self plan (default) | thread lists (1) | warp lists (2) "
+              "| float32 filter (3) |")
+        print("|---|---|---:|---:|---:|---:|---:|")
         for dtype, p, lengths in clouds:
+            f64 = dtype == torch.float64
             with m.value_checks(False):
                 for name, K, bound in (("normals K = 30", 30, math.inf), ("FPFH K = 100 < r", 100, r2)):
-                    t = [median_ms(lambda: _knn_tiles(p, p, lengths, lengths, K, 2, mode, bound)) for mode in (0, 1, 2)]
-                    print(f"| {str(dtype)[6:]} | {name} | {t[0]:.3f} | {t[1]:.3f} | {t[2]:.3f} |", flush=True)
-                t_plan = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 1, 2, 0, 0.0))
-            print(f"| {str(dtype)[6:]} | plan + a walk bounded at 0 | {t_plan:.3f} | | |", flush=True)
+                    t = [median_ms(lambda: _knn_tiles(p, p, lengths, lengths, K, 2, 0, bound))]
+                    modes = (0, 1, 2, 3) if f64 and K < 32 and bound == math.inf else (0, 1, 2)
+                    t += [median_ms(lambda: _knn_self(p, lengths, K, bound, mode)) for mode in modes]
+                    cells = " | ".join(f"{v:.3f}" for v in t) + (" |" if len(t) == 4 else "")
+                    print(f"| {str(dtype)[6:]} | {name} | {cells} |", flush=True)
+                t_general = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 1, 2, 0, 0.0))
+                t_self = median_ms(lambda: _knn_self(p, lengths, 1, 0.0, 0))
+            print(f"| {str(dtype)[6:]} | plan + a walk bounded at 0 | {t_general:.3f} | {t_self:.3f} | | | |", flush=True)
         p = pts.to(device, torch.float32)[None]
         normals = m.estimate_normals(p, k=30)
         with m.value_checks(False), torch.profiler.profile(
