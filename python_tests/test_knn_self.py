@@ -108,7 +108,8 @@ def _count_undecided(monkeypatch):
     return seen
 
 
-def test_float32_filter_decides_generic_rows_and_defers_the_rest(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_filter_decides_generic_rows_and_defers_the_rest(device, monkeypatch):
     # The rerank's bound must be tight enough to decide nearly every row of a generic cloud (else
     # the filter only adds a float32 search) and never decide a row float32 cannot rank: on the
     # shells (K-th neighbours 1e-9 apart, coordinates ~1000) every row near them must be deferred.
@@ -116,15 +117,15 @@ def test_float32_filter_decides_generic_rows_and_defers_the_rest(monkeypatch):
     gen = torch.Generator().manual_seed(1)
     surface = torch.rand(1, 4000, 3, generator=gen, dtype=torch.float64)
     surface[..., 2] = 0.1 * torch.sin(6 * surface[..., 0]) * torch.cos(4 * surface[..., 1])
-    lengths = torch.tensor([4000])
+    surface, lengths = surface.to(device), torch.tensor([4000], device=device)
     _check(surface, lengths, 30, math.inf, 0, "surface")
     assert seen[-1] <= 40, f"{seen[-1]} of 4000 rows undecided on a generic surface"
-    shells = _shells(60, gen, 1e-9, 1000.0)[None]
-    lengths = torch.tensor([shells.shape[1]])
+    shells = _shells(60, gen, 1e-9, 1000.0)[None].to(device)
+    lengths = torch.tensor([shells.shape[1]], device=device)
     _check(shells, lengths, 30, math.inf, 0, "shells")
     assert seen[-1] >= 60, f"only {seen[-1]} rows deferred: the shells' centres cannot be ranked in float32"
-    far = (torch.rand(1, 3000, 3, generator=gen, dtype=torch.float64) * 1e20)  # squares overflow float32
-    _check(far, torch.tensor([3000]), 30, math.inf, 3, "far")
+    far = (torch.rand(1, 3000, 3, generator=gen, dtype=torch.float64) * 1e20).to(device)  # squares overflow float32
+    _check(far, torch.tensor([3000], device=device), 30, math.inf, 3, "far")
     assert seen[-1] == 3000
 
 
