@@ -151,7 +151,8 @@ def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2:
     marks the end of each row, and kernels take radius2 = -1). `index32` (without dists): int32
     indices where the CPU kernels serve (for kernels that take them: FPFH's). `packed` (without
     dists): where the CPU kernels serve, idx is instead the tuple (idx, row_start, row_count) of
-    packed int32 rows (`_knn_within_rows32`, FPFH's own search)."""
+    packed int32 rows (`_knn_within_rows32`, FPFH's own search). On CUDA, where the sorted tiles
+    serve, one `_knn_self` call (one Morton sort for the order and the plan; dists come too)."""
     if not host_kernels(points) and tiles_pay(*points.shape[:2], points.shape[1], K):
         # One sort for the queries' order, the points' and the plan's (_knn_self).
         dists, idx, order = _knn_self(points, lengths, K, radius2 if radius2 >= 0 else math.inf, 0)
