@@ -186,3 +186,15 @@ def test_morton_frame_is_the_valid_points_box(device, dtype):
         extent = (want_hi - want_lo).amax().clamp_min(torch.finfo(dtype).tiny)
         assert torch.equal(lo[b].cpu(), want_lo), b
         assert torch.equal(scale[b].cpu(), torch.tensor(1023, dtype=dtype) / extent), b
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    # Schemas, fake tensors and dispatch of the two custom ops this plan added (torch.compile
+    # replays them through their fakes).
+    gen = torch.Generator().manual_seed(6)
+    pts = torch.rand(2, 200, 3, generator=gen, dtype=torch.float64).to(device)
+    lengths = torch.tensor([200, 150], device=device)
+    torch.library.opcheck(torch.ops.mentor3ad.morton_frame, (pts, lengths))
+    torch.library.opcheck(torch.ops.mentor3ad.knn_self, (pts, lengths, 30, math.inf, 3))
+    torch.library.opcheck(torch.ops.mentor3ad.knn_self, (pts.float(), lengths, 40, 0.01, 0))
