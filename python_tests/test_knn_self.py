@@ -39,9 +39,9 @@ def _check(points, lengths, K, max_dist, mode, what, cache=None):
     that differ in `mode` only."""
     got = _knn_self(points, lengths, K, max_dist, mode)
     order = got[2]
-    assert torch.equal(order.sort(1).values, torch.arange(points.shape[1], device=order.device).expand_as(order))
-    valid_first = (order < lengths[:, None]) == (torch.arange(points.shape[1], device=order.device) < lengths[:, None])
-    assert valid_first.all(), what
+    rows = torch.arange(points.shape[1], device=order.device)
+    assert torch.equal(order.sort(1).values, rows.expand_as(order)), what
+    assert torch.equal(order < lengths[:, None], rows < lengths[:, None]), what
     cache = {} if cache is None else cache
     key = (K, max_dist, order.cpu().numpy().tobytes())
     if key not in cache:
@@ -70,7 +70,7 @@ def _clouds(gen, dtype):
     P = 900  # any size takes the tiles here (the rules for when they pay are knn.py's)
     ax = torch.arange(8.0, dtype=torch.float64)
     lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
-    lat = torch.cat([lattice, lattice[:P - len(lattice)]])  # duplicates[torch.randperm(P, generator=gen)]
+    lat = torch.cat([lattice, lattice[:P - len(lattice)]])[torch.randperm(P, generator=gen)]  # duplicates
     rnd = torch.rand(P, 3, generator=gen, dtype=torch.float64)
     shells = _shells(P // 41 + 1, gen, 1e-9, 1000.0)[:P]
     clouds = torch.stack([rnd, lat, rnd * 1e-4, torch.randn(P, 3, generator=gen, dtype=torch.float64) * 1e3,

@@ -12,7 +12,8 @@ namespace m3ad {
 void knn_rerank_cpu(const KnnRerankParams& p) {
   std::vector<float> extent(static_cast<size_t>(p.B), 0.0f);
   for (int64_t b = 0; b < p.B; ++b)
-    for (int64_t s = 0; s < p.super_tiles; ++s) extent[b] = box_extent(p.supers32 + (b * p.super_tiles + s) * 6, extent[b]);
+    for (int64_t s = 0; s < p.super_tiles; ++s)
+      extent[b] = box_extent(p.supers32 + (b * p.super_tiles + s) * 6, extent[b]);
   const int64_t K = p.K, M = kFilterM;
   parallel_for(p.B * p.P, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -26,9 +27,10 @@ void knn_rerank_cpu(const KnnRerankParams& p) {
       const bool row = r % p.P < n;
       p.todo[r] = row && !filter_row_decided(count, n, K, cd[K - 1], cd[M - 1], extent[b]);
       if (p.todo[r]) continue;  // the float64 search writes this row
+      const double* cloud = p.points + b * p.P * 3;
       double d[kFilterM];
       for (int64_t s = 0; s < M; ++s)
-        if (row && cand[s] >= 0 && cand[s] < n) d[s] = point_dist<double, 3>(p.points + (b * p.P + cand[s]) * 3, p.queries + r * 3, 3, 2);
+        if (row && cand[s] >= 0 && cand[s] < n) d[s] = point_dist<double, 3>(cloud + cand[s] * 3, p.queries + r * 3, 3, 2);
       for (int64_t s = 0; s < K; ++s) dr[s] = 0, ir[s] = -1;
       for (int64_t s = 0; row && s < M; ++s) {
         if (!(cand[s] >= 0 && cand[s] < n)) continue;

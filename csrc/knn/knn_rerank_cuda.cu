@@ -18,7 +18,8 @@ __device__ void rerank_row(const KnnRerankParams& p, int64_t r, int lane) {
   const int64_t b = r / p.P, n = clamp_len(p.lengths, b, p.P);
   const bool row = r % p.P < n;
   float a32 = 0.0f;  // the copy's extent; every lane of the warp ends with the same
-  for (int64_t s = lane; row && s < p.super_tiles; s += 32) a32 = box_extent(p.supers32 + (b * p.super_tiles + s) * 6, a32);
+  const float* supers = p.supers32 + b * p.super_tiles * 6;
+  for (int64_t s = lane; row && s < p.super_tiles; s += 32) a32 = box_extent(supers + s * 6, a32);
   for (int off = 16; off > 0; off >>= 1) a32 = fmaxf(a32, __shfl_xor_sync(kFull, a32, off));
   const int64_t j = p.cand_idx[r * kFilterM + lane];
   const float d32 = p.cand_dists[r * kFilterM + lane];
