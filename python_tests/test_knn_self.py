@@ -10,7 +10,7 @@ import torch
 from conftest import DEVICES, FLOAT_DTYPES
 
 import mentor3ad_ext as m
-import mentor3ad_ext.ops._knn_self as knn_self
+import mentor3ad_ext.ops._tiles as tiles
 from mentor3ad_ext.ops._knn_self import _knn_self
 from mentor3ad_ext.ops._spatial import gather_points, spatial_order
 from mentor3ad_ext.reference import knn as reference
@@ -97,14 +97,14 @@ def test_self_search_gives_the_general_rows(device, dtype):
 def _count_undecided(monkeypatch):
     """Makes the filter's float64 pass record how many rows it had to search."""
     seen = []
-    kernel = knn_self.tiles_kernel
+    kernel = tiles.tiles_kernel
 
     def spy(*args):
         if len(args) > 15:  # (..., max_dist, todo)
             seen.append(int(args[15].sum()))
         kernel(*args)
 
-    monkeypatch.setattr(knn_self, "tiles_kernel", spy)
+    monkeypatch.setattr(tiles, "tiles_kernel", spy)
     return seen
 
 
@@ -198,3 +198,35 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.mentor3ad.morton_frame, (pts, lengths))
     torch.library.opcheck(torch.ops.mentor3ad.knn_self, (pts, lengths, 30, math.inf, 3))
     torch.library.opcheck(torch.ops.mentor3ad.knn_self, (pts.float(), lengths, 40, 0.01, 0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_knn_points_of_a_cloud_against_itself(device, dtype, monkeypatch):
+    # knn_points(p, p) (one tensor, the same lengths or none) takes the self plan where the sorted
+    # tiles serve, rows in the points' own order; float64 K = 17..31 through the float32 filter.
+    # Same rows and gradients as the reference; a copy of p takes the general plan, same rows.
+    from mentor3ad_ext.ops import knn as knn_op
+    from mentor3ad_ext.ops._launch import host_kernels
+
+    monkeypatch.setattr(knn_op, "tiles_pay", lambda *size: True)  # at any size
+    calls = []
+    real = knn_op.self_tiles_into
+    monkeypatch.setattr(knn_op, "self_tiles_into", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    gen = torch.Generator().manual_seed(7)
+    points, lengths = _clouds(gen, dtype)
+    points, lengths = points[[0, 1, 5, 6]].to(device), lengths[[0, 1, 5, 6]].to(device)
+    for K, norm in ((1, 2), (20, 2), (30, 2), (30, 1), (40, 2)):
+        got = m.knn_points(points, points, lengths, lengths, K=K, norm=norm)
+        want = reference.knn_points(points, points, lengths, lengths, K=K, norm=norm)
+        assert torch.equal(got.idx, want.idx) and torch.equal(got.dists, want.dists), (K, norm)
+        copy = m.knn_points(points, points.clone(), lengths, lengths.clone(), K=K, norm=norm)
+        assert torch.equal(copy.idx, got.idx) and torch.equal(copy.dists, got.dists), (K, norm)
+    assert calls == ([] if host_kernels(points) else [1, 20, 30, 30, 40])
+    unpadded = points[:1, :300].clone()
+    assert torch.equal(m.knn_points(unpadded, unpadded, K=30).idx, reference.knn_points(unpadded, unpadded, K=30).idx)
+    p = unpadded.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(m.knn_points(p, p, K=20).dists.square().sum(), p)
+    q = unpadded.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(reference.knn_points(q, q, K=20).dists.square().sum(), q)
+    torch.testing.assert_close(grad, want)

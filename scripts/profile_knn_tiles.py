@@ -88,6 +88,19 @@ def main():
         cd = timed(lambda: torch.cdist(p1, p2).topk(K, dim=-1, largest=False), reps=3) if Q * N <= 2e9 else float("nan")
         print(f"| {N} | {Q} | {K} | {whole:.3f} | {t_plan:.3f} | {t_kernel:.3f} | {t_thread:.3f} | {t_warp:.3f} "
               f"| {t_bounded:.3f} | {scan:.3f} | {t_select:.3f} | {cd:.3f} |", flush=True)
+    # A cloud against itself: knn_points(p, p) takes the self plan (one sort; float64 K = 17..31
+    # through the float32 filter, ops/_tiles.py); a copy of p takes the general plan.
+    print("| N | K | dtype | knn_points(p, p) | knn_points(p, copy of p) |")
+    print("|---:|---:|---|---:|---:|")
+    for N, K, dtype in ((100_000, 16, torch.float32), (100_000, 30, torch.float32), (100_000, 30, torch.float64),
+                        (100_000, 16, torch.float64), (1_000_000, 16, torch.float32)):
+        p = torch.rand(1, N, 3, device="cuda", dtype=dtype)
+        q = p.clone()
+        with m.value_checks(False):
+            assert torch.equal(m.knn_points(p, p, K=K).idx, m.knn_points(p, q, K=K).idx), (N, K, dtype)
+            t_self = timed(lambda: m.knn_points(p, p, K=K))
+            t_copy = timed(lambda: m.knn_points(p, q, K=K))
+        print(f"| {N} | {K} | {str(dtype)[6:]} | {t_self:.3f} | {t_copy:.3f} |", flush=True)
     p2 = torch.rand(1, 16_000, 3, device="cuda")
     l = torch.tensor([16_000], device="cuda")
     with m.value_checks(False), torch.profiler.profile(

@@ -45,11 +45,17 @@ struct KnnRerankParams {
   const int64_t* cand_idx = nullptr;   // (B, P, kFilterM), -1 padded
   const float* supers32 = nullptr;     // (B, super_tiles, 6) the float32 copy's super-tile boxes
   int64_t super_tiles = 0;
-  double* dists = nullptr;             // (B, P, K) output rows, sorted order
+  const int64_t* out_rows = nullptr;   // (B, P): each sorted row's output row in its cloud; nullptr: itself
+  double* dists = nullptr;             // (B, P, K) output rows
   int64_t* idx = nullptr;
   uint8_t* todo = nullptr;             // (B, P): 1 where the float64 search must decide
   int64_t B = 0, P = 0, K = 0;         // K < kFilterM
 };
+
+// Where sorted row r (of B * P) writes.
+M3AD_HD int64_t rerank_out_row(const KnnRerankParams& p, int64_t r) {
+  return p.out_rows ? r - r % p.P + p.out_rows[r] : r;
+}
 
 void knn_rerank_cpu(const KnnRerankParams& p);
 void knn_rerank_cuda(const KnnRerankParams& p, const Device& dev);

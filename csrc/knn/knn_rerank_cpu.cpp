@@ -18,8 +18,8 @@ void knn_rerank_cpu(const KnnRerankParams& p) {
   parallel_for(p.B * p.P, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / p.P, n = clamp_len(p.lengths, b, p.P);
-      double* dr = p.dists + r * K;
-      int64_t* ir = p.idx + r * K;
+      double* dr = p.dists + rerank_out_row(p, r) * K;
+      int64_t* ir = p.idx + rerank_out_row(p, r) * K;
       const int64_t* cand = p.cand_idx + r * M;
       const float* cd = p.cand_dists + r * M;
       int64_t count = 0;

@@ -36,8 +36,8 @@ __device__ void rerank_row(const KnnRerankParams& p, int64_t r, int lane) {
     const int64_t oj = __shfl_sync(kFull, j, o);
     rank += __shfl_sync(kFull, valid, o) && nn_before<double>(od, oj, d, j);
   }
-  double* dr = p.dists + r * p.K;
-  int64_t* ir = p.idx + r * p.K;
+  double* dr = p.dists + rerank_out_row(p, r) * p.K;
+  int64_t* ir = p.idx + rerank_out_row(p, r) * p.K;
   if (valid && rank < p.K) dr[rank] = d, ir[rank] = j;
   for (int64_t s = count + lane; s < p.K; s += 32) dr[s] = 0.0, ir[s] = -1;  // the valid ranks are [0, count)
 }

@@ -13,7 +13,7 @@ from ._launch import C, device_args, dtype_tag, host_kernels, ptr
 from ._contract import INT64, Contract
 from ._knn_dense import dense_pays, knn_dense_into
 from ._scatter import gather_rows
-from ._spatial import gather_points, morton_codes, morton_frame, tile_boxes
+from ._tiles import general_tiles_into, outputs, self_tiles_into
 from .gather import masked_gather, scatter_add_rows
 
 OP = "knn_points"
@@ -33,7 +33,6 @@ KNN.__doc__ = "dists (B, P1, K), idx (B, P1, K) int64, knn (B, P1, K, D) or None
 TILES_MIN_POINTS = 2048  # per cloud
 TILES_MIN_WORK = 1 << 27  # B * P1 * P2 of the scan, K <= 32; a quarter of it for larger K
 _WARP_MAX_QUERIES, _WARP_LIST_MAX_K = 1 << 16, 256  # kWarpQueryMaxQueries, kWarpListMaxK
-_TILE, _SUPER = 32, 32  # kKnnTile, kKnnSuper
 SELECT_AUTO, SELECT_ALWAYS, SELECT_NEVER = 0, 1, 2  # KnnSelectMode
 
 
@@ -49,47 +48,12 @@ def tiles_pay(B: int, P1: int, P2: int, K: int) -> bool:
     return K <= _WARP_LIST_MAX_K or B * P1 >= _WARP_MAX_QUERIES
 
 
-def _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, list_mode: int = 0,
-                    max_dist: float = math.inf) -> None:
-    """The sorted-tiles plan (all on the inputs' device, no synchronisation) and its kernel; fills
-    dists/idx in the queries' own rows and with the points' own indices. `list_mode` (CUDA): 0 by
-    size, 1 a thread per query (its list in its output row), 2 a warp per query (K <= 256). A
-    finite `max_dist` bounds the search: only the neighbours at distance < max_dist (compared in
-    p1's dtype), -1 padded."""
-    frame = morton_frame(p2, lengths2)
-    code2, order2 = torch.sort(morton_codes(p2, lengths2, frame), dim=1, stable=True)
-    code1, order1 = torch.sort(morton_codes(p1, lengths1, frame), dim=1, stable=True)
-    home = torch.searchsorted(code2, code1)
-    p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
-    boxes, supers = tile_boxes(p2s, lengths2, _TILE, _SUPER)
-    tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K, norm, list_mode,
-                 max_dist)
-
-
-def tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K: int, norm: int,
-                 list_mode: int, max_dist: float, todo=None) -> None:
-    """The sorted tiles' kernel on a plan (csrc/knn/knn_tiles.h); order1 / home None: p1s is p2s,
-    rows in sorted order; todo (B, P1) uint8: only those rows."""
-    B, P1, _ = p1s.shape
-    dev, stream = device_args(p1s)
-    C().knn_tiles(ptr(p1s), ptr(p2s), ptr(lengths1), ptr(lengths2), ptr(dists), ptr(idx), ptr(order1),
-                  ptr(order2), ptr(boxes), ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1],
-                  supers.shape[1], norm, list_mode, max_dist, dtype_tag(p1s), dev, stream, ptr(todo))
-
-
-def _outputs(p1, K: int):
-    """Empty (dists, idx) of shape (B, P1, K)."""
-    B, P1, _ = p1.shape
-    return (torch.empty((B, P1, K), dtype=p1.dtype, device=p1.device),
-            torch.empty((B, P1, K), dtype=torch.int64, device=p1.device))
-
-
 def _knn_tiles(p1, p2, lengths1, lengths2, K: int, norm: int = 2, list_mode: int = 0, max_dist: float = math.inf):
     """(dists, idx) through the sorted-tiles kernels on any device (the CPU twin on CPU): for tests
     and measurements."""
-    dists, idx = _outputs(p1, K)
+    dists, idx = outputs(p1, K)
     if dists.numel():
-        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode, max_dist)
+        general_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, list_mode, max_dist)
     return dists, idx
 
 
@@ -106,7 +70,7 @@ def _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, se
 def _knn_scan(p1, p2, lengths1, lengths2, K: int, norm: int = 2, select_mode: int = SELECT_AUTO):
     """(dists, idx) through the C++ kNN, never the sorted tiles: for tests and measurements."""
     p1, p2 = p1.contiguous(), p2.contiguous()
-    dists, idx = _outputs(p1, K)
+    dists, idx = outputs(p1, K)
     if dists.numel():
         _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, select_mode)
     return dists, idx
@@ -124,6 +88,16 @@ def _search_args(op: str, p1, p2, lengths1, lengths2, K: int, dim3: bool = False
     return p1, p2, lengths1, lengths2, c.integer("K", K)
 
 
+def _tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int, max_dist: float = math.inf) -> None:
+    """The sorted tiles, with the self plan when p1 and p2 (and their lengths) are one tensor:
+    knn_points(p, p), a cloud's kNN graph (one sort instead of two and a home search; float64
+    searches of 16 < K < 32 through the float32 filter, ops/_tiles.py)."""
+    if p1.data_ptr() == p2.data_ptr() and p1.shape == p2.shape and lengths1.data_ptr() == lengths2.data_ptr():
+        self_tiles_into(dists, idx, p1, lengths1, K, norm, max_dist, 0, sorted_rows=False)
+    else:
+        general_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm, max_dist=max_dist)
+
+
 @custom_op("mentor3ad::knn", mutates_args=())
 def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor,
          K: int, norm: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,11 +106,11 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
         raise ValueError(f"mentor3ad::knn: norm must be 1 or 2, got {norm!r}")
     B, P1, D = p1.shape
     P2 = p2.shape[1]
-    dists, idx = _outputs(p1, K)
+    dists, idx = outputs(p1, K)
     if dists.numel() and dense_pays(p1, P2, K, norm):
         knn_dense_into(dists, idx, p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, _knn_scan_into)
     elif dists.numel() and D == 3 and not host_kernels(p1) and tiles_pay(B, P1, P2, K):
-        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
+        _tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     elif dists.numel():
         _knn_scan_into(dists, idx, p1, p2, lengths1, lengths2, K, norm)
     return dists, idx
@@ -144,7 +118,7 @@ def _knn(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: t
 
 @_knn.register_fake
 def _(p1, p2, lengths1, lengths2, K, norm):
-    return _outputs(p1, K)
+    return outputs(p1, K)
 
 
 def _knn_within_host(p1, p2, lengths1, lengths2, K: int, max_dist: float, idx, dists=None, rows=None) -> None:
@@ -169,14 +143,14 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
     p1, p2, lengths1, lengths2, K = _search_args("knn_within", p1, p2, lengths1, lengths2, K)
     B, P1, D = p1.shape
     P2 = p2.shape[1]
-    dists, idx = _outputs(p1, K)
+    dists, idx = outputs(p1, K)
     if not dists.numel():
         return dists, idx
     if D == 3 and host_kernels(p1):
         _knn_within_host(p1, p2, lengths1, lengths2, K, max_dist, idx, dists)
         return dists, idx
     if D == 3 and tiles_pay(B, P1, P2, K):
-        _knn_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist=max_dist)
+        _tiles_into(dists, idx, p1, p2, lengths1, lengths2, K, 2, max_dist)
         return dists, idx
     dists, idx = _knn(p1.contiguous(), p2.contiguous(), lengths1, lengths2, K, 2)
     inside = dists < torch.tensor(max_dist, dtype=dists.dtype)
@@ -185,7 +159,7 @@ def _knn_within(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, leng
 
 @_knn_within.register_fake
 def _(p1, p2, lengths1, lengths2, K, max_dist):
-    return _outputs(p1, K)
+    return outputs(p1, K)
 
 
 @custom_op("mentor3ad::knn_within_idx", mutates_args=())
@@ -204,7 +178,7 @@ def _knn_within_idx(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, 
 
 @_knn_within_idx.register_fake
 def _(p1, p2, lengths1, lengths2, K, max_dist):
-    return _outputs(p1, K)[1]
+    return outputs(p1, K)[1]
 
 
 INT32_MAX = 2**31 - 1
@@ -306,11 +280,16 @@ def _pair_inputs(op: str, p1, p2, lengths1, lengths2):
     if p1.shape[2] < 1:
         raise ValueError(f"{op}: points need at least one coordinate, got p1 {ck.shape_str(p1)}")
     B = p1.shape[0]
+    # A cloud against itself (p2 is p1, the same lengths or none) stays one tensor, which the
+    # CUDA search recognises (_tiles_into) and which is checked once.
+    same = p2 is p1 and lengths2 is lengths1
     lengths1 = ck.check_lengths(op, "lengths1", lengths1, B, p1.shape[1], p1.device)
-    lengths2 = ck.check_lengths(op, "lengths2", lengths2, B, p2.shape[1], p1.device)
+    lengths2 = lengths1 if same else ck.check_lengths(op, "lengths2", lengths2, B, p2.shape[1], p1.device)
     ck.check_finite(op, "p1", p1)
-    ck.check_finite(op, "p2", p2)
-    a, b = ck.as_float_input(p1), ck.as_float_input(p2)
+    if not same:
+        ck.check_finite(op, "p2", p2)
+    a = ck.as_float_input(p1)
+    b = a if same else ck.as_float_input(p2)
     if a.dtype != b.dtype:  # mixed float32/float64: compute in float64
         a, b = a.double(), b.double()
     return a, b, lengths1, lengths2
