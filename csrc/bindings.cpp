@@ -293,9 +293,9 @@ void knn_tiles(uintptr_t p1, uintptr_t p2, uintptr_t lengths1, uintptr_t lengths
 // The float32 filter's rerank (knn_rerank.h): float64 rows of K < 32 from float32 rows of 32.
 void knn_rerank(uintptr_t points, uintptr_t queries, uintptr_t lengths, uintptr_t cand_dists, uintptr_t cand_idx,
                 uintptr_t supers32, int64_t super_tiles, uintptr_t out_rows, uintptr_t dists, uintptr_t idx,
-                uintptr_t todo, int64_t B,
-                int64_t P, int64_t K, int device, uintptr_t stream) {
-  if (K < 1 || K >= m3ad::kFilterM) throw std::invalid_argument("knn_rerank: K must be in [1, 32), got " + std::to_string(K));
+                uintptr_t todo, int64_t B, int64_t P, int64_t K, int device, uintptr_t stream) {
+  if (K < 1 || K >= m3ad::kFilterM)
+    throw std::invalid_argument("knn_rerank: K must be in [1, 32), got " + std::to_string(K));
   m3ad::KnnRerankParams p;
   p.points = as_ptr<const double>(points);
   p.queries = as_ptr<const double>(queries);
