@@ -230,3 +230,29 @@ def test_knn_points_of_a_cloud_against_itself(device, dtype, monkeypatch):
     q = unpadded.clone().requires_grad_(True)
     (want,) = torch.autograd.grad(reference.knn_points(q, q, K=20).dists.square().sum(), q)
     torch.testing.assert_close(grad, want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_filter_reranks_rows_float32_gets_wrong(device, monkeypatch):
+    # Shells whose radii differ by about float32's resolution at the cloud's offset: float32
+    # alone orders the 30 nearest differently from float64 on some rows, yet the bound lets the
+    # rerank decide nearly all of them, and its float64 ranking gives float64's rows (ranking
+    # by the float32 distances fails here; the bound itself is tested by the shells above).
+    seen = _count_undecided(monkeypatch)
+    gen = torch.Generator().manual_seed(11)
+    misranked = decided = total = 0
+    for off, spacing, scale in ((1e3, 0.05, 3.0), (1e4, 0.3, 1.0), (10.0, 0.002, 10.0)):
+        base = torch.randn(1500, 3, generator=gen, dtype=torch.float64) * spacing * 12
+        jitter = off * 2.0**-24 * scale
+        shell = torch.nn.functional.normalize(torch.randn(50, 30, 3, generator=gen, dtype=torch.float64), dim=-1)
+        shell = shell * spacing * (1 + jitter / spacing * torch.rand(50, 30, 1, generator=gen, dtype=torch.float64))
+        pts = (torch.cat([base, (base[:50, None] + shell).reshape(-1, 3)]) + off)[None]
+        as32 = (pts - pts.amin(1, keepdim=True)).float()
+        misranked += int((reference.knn_points(pts, pts, K=30).idx != reference.knn_points(as32, as32, K=30).idx)
+                         .any(-1).sum())
+        pts, lengths = pts.to(device), torch.tensor([pts.shape[1]], device=device)
+        _check(pts, lengths, 30, math.inf, 0, f"offset {off}")
+        decided += pts.shape[1] - seen[-1]
+        total += pts.shape[1]
+    assert misranked >= 20, f"only {misranked} rows misranked in float32: the test checks too little"
+    assert decided >= 0.99 * total, f"{total - decided} of {total} rows undecided"
