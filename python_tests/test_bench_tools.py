@@ -162,9 +162,12 @@ def test_missing_peer_is_skipped_with_a_note(capsys, monkeypatch):
 
 
 def _env_without_omp_policy():
+    """The environment for a bench subprocess: without OMP_WAIT_POLICY, and without the
+    PYTEST_XDIST_* variables of a `pytest -n` worker, which make pytest-benchmark in the child
+    think it runs under xdist and disable every benchmark (no results written)."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY" and not k.startswith("PYTEST_XDIST")}
     env["PYTHONPATH"] = str(BENCH.parent) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
