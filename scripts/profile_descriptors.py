@@ -64,8 +64,8 @@ def main(n: int = 100_000) -> int:
                     t = [median_ms(lambda: _knn_tiles(p, p, lengths, lengths, K, 2, 0, bound))]
                     modes = (0, 1, 2, 3) if f64 and K < 32 and bound == math.inf else (0, 1, 2)
                     t += [median_ms(lambda: _knn_self(p, lengths, K, bound, mode)) for mode in modes]
-                    cells = " | ".join(f"{v:.3f}" for v in t) + (" |" if len(t) == 4 else "")
-                    print(f"| {str(dtype)[6:]} | {name} | {cells} |", flush=True)
+                    cells = [f"{v:.3f}" for v in t] + [""] * (5 - len(t))  # no filter column: empty
+                    print(f"| {str(dtype)[6:]} | {name} | {' | '.join(cells)} |", flush=True)
                 t_general = median_ms(lambda: _knn_tiles(p, p, lengths, lengths, 1, 2, 0, 0.0))
                 t_self = median_ms(lambda: _knn_self(p, lengths, 1, 0.0, 0))
             print(f"| {str(dtype)[6:]} | plan + a walk bounded at 0 | {t_general:.3f} | {t_self:.3f} | | | |", flush=True)

@@ -95,10 +95,10 @@ M3AD_HD bool f32_filter_decides(float s, float t, float a32) {
 
 // Whether a row's float32 search (count entries of at most kFilterM, the K-th at distance s and
 // the last at t, of a cloud of n valid points, extent a32) decides its float64 row.
-M3AD_HD bool filter_row_decided(int64_t count, int64_t n, int64_t K, float s, float t, float a32) {
+M3AD_HD bool filter_row_decided(int64_t count, int64_t n, float s, float t, float a32) {
   if (count < (n < kFilterM ? n : kFilterM)) return false;  // points the float32 copy dropped
-  if (count < kFilterM || count <= K) return true;          // it holds every point of the cloud
-  return f32_filter_decides(s, t, a32);
+  if (count < kFilterM) return true;                        // it holds every point of the cloud
+  return f32_filter_decides(s, t, a32);  // (K < kFilterM: s is a kept entry)
 }
 
 }  // namespace m3ad

@@ -25,7 +25,7 @@ void knn_rerank_cpu(const KnnRerankParams& p) {
       int64_t count = 0;
       for (int64_t s = 0; s < M; ++s) count += cand[s] >= 0 && cand[s] < n;
       const bool row = r % p.P < n;
-      p.todo[r] = row && !filter_row_decided(count, n, K, cd[K - 1], cd[M - 1], extent[b]);
+      p.todo[r] = row && !filter_row_decided(count, n, cd[K - 1], cd[M - 1], extent[b]);
       if (p.todo[r]) continue;  // the float64 search writes this row
       const double* cloud = p.points + b * p.P * 3;
       double d[kFilterM];

@@ -26,7 +26,7 @@ __device__ void rerank_row(const KnnRerankParams& p, int64_t r, int lane) {
   const bool valid = row && j >= 0 && j < n;
   const int count = __popc(__ballot_sync(kFull, valid));
   const float s32 = __shfl_sync(kFull, d32, static_cast<int>(p.K) - 1), t32 = __shfl_sync(kFull, d32, kFilterM - 1);
-  const bool todo = row && !filter_row_decided(count, n, p.K, s32, t32, a32);
+  const bool todo = row && !filter_row_decided(count, n, s32, t32, a32);
   if (lane == 0) p.todo[r] = todo;
   if (todo) return;  // the float64 search writes this row (todo is the same in every lane)
   const double d = valid ? point_dist<double, 3>(p.points + (b * p.P + j) * 3, p.queries + r * 3, 3, 2) : 0.0;

@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "common/dtype.h"
 #include "common/host_device.h"
@@ -54,15 +55,10 @@ void morton_codes_cuda(const MortonParams& p, const Device& dev);
 void tile_boxes_cpu(const TileBoxParams& p);
 void tile_boxes_cuda(const TileBoxParams& p, const Device& dev);
 
-template <typename T>
-M3AD_HD T largest_finite() {
-  return sizeof(T) == sizeof(float) ? T(3.4028234663852886e38) : T(1.7976931348623157e308);
-}
-
 // An empty box for frame_grow: lo = +max, hi = -max.
 template <typename T>
 M3AD_HD void frame_empty(T* lo, T* hi) {
-  for (int j = 0; j < 3; ++j) lo[j] = largest_finite<T>(), hi[j] = -largest_finite<T>();
+  for (int j = 0; j < 3; ++j) lo[j] = std::numeric_limits<T>::max(), hi[j] = -std::numeric_limits<T>::max();
 }
 
 // Grows the box (lo, hi) by the point or box corner x (lo) / y (hi); a NaN coordinate never wins.
@@ -80,7 +76,7 @@ template <typename T>
 M3AD_HD T frame_scale(const T* lo, const T* hi) {
   T extent = hi[0] - lo[0];
   for (int j = 1; j < 3; ++j) extent = hi[j] - lo[j] > extent ? hi[j] - lo[j] : extent;
-  const T tiny = sizeof(T) == sizeof(float) ? T(1.1754943508222875e-38) : T(2.2250738585072014e-308);
+  const T tiny = std::numeric_limits<T>::min();
   return T((1 << kMortonBits) - 1) / (extent > tiny ? extent : tiny);
 }
 
