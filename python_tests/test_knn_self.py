@@ -2,6 +2,7 @@
 itself, and the float32 filter of float64 searches (csrc/knn/knn_rerank.h). Both must give the
 rows of the general search bit for bit. Under the CUDA emulator the "cpu" cases run the CUDA
 kernels."""
+import importlib
 import math
 
 import pytest
@@ -142,12 +143,17 @@ def test_float32_filter_takes_only_what_it_can():
 @pytest.mark.parametrize("device", DEVICES)
 def test_normals_and_fpfh_take_the_self_search_where_the_tiles_pay(device, monkeypatch):
     # Where the sorted tiles serve (CUDA, or the emulator), estimate_normals and fpfh search
-    # through _knn_self; their results are the general search's (the rows are the same).
+    # through _knn_self; their results are the general search's (the rows are the same). FPFH's
+    # kernels read no distances and are not handed the search's (memory: 100k x 100 of them).
     from mentor3ad_ext.ops import normals as normals_op
 
-    calls = []
+    fpfh_op = importlib.import_module("mentor3ad_ext.ops.fpfh")  # the package exports the function
+
+    calls, fpfh_dists = [], []
     real = normals_op._knn_self
     monkeypatch.setattr(normals_op, "_knn_self", lambda *a: calls.append(a[2]) or real(*a))
+    real_fpfh = fpfh_op._fpfh
+    monkeypatch.setattr(fpfh_op, "_fpfh", lambda *a: fpfh_dists.append(a[3].numel()) or real_fpfh(*a))
     monkeypatch.setattr(normals_op, "tiles_pay", lambda *size: True)  # at any size
     gen = torch.Generator().manual_seed(2)
     pts = torch.rand(1, 1500, 3, generator=gen, dtype=torch.float64).to(device)
@@ -159,6 +165,7 @@ def test_normals_and_fpfh_take_the_self_search_where_the_tiles_pay(device, monke
         assert calls == []  # the CPU kernels search themselves
         return
     assert calls == [30, 50]
+    assert fpfh_dists == [0]
     monkeypatch.setattr(normals_op, "tiles_pay", lambda *size: False)  # the general search
     assert torch.equal(m.estimate_normals(pts, k=30), n)
     assert torch.equal(m.fpfh(pts, n, radius=0.12, max_nn=50), f)

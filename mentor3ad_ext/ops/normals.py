@@ -152,11 +152,13 @@ def neighbourhoods(points: torch.Tensor, lengths: torch.Tensor, K: int, radius2:
     indices where the CPU kernels serve (for kernels that take them: FPFH's). `packed` (without
     dists): where the CPU kernels serve, idx is instead the tuple (idx, row_start, row_count) of
     packed int32 rows (`_knn_within_rows32`, FPFH's own search). On CUDA, where the sorted tiles
-    serve, one `_knn_self` call (one Morton sort for the order and the plan; dists come too)."""
+    serve, one `_knn_self` call (one Morton sort for the order and the plan)."""
     if not host_kernels(points) and tiles_pay(*points.shape[:2], points.shape[1], K):
         # One sort for the queries' order, the points' and the plan's (_knn_self).
         dists, idx, order = _knn_self(points, lengths, K, radius2 if radius2 >= 0 else math.inf, 0)
-        return idx, dists, order
+        # Not kept for callers that read none: FPFH's kernels would otherwise run beside its (P,
+        # max_nn) distances (100k x 100: 40 MB in float32, 80 in float64) for nothing.
+        return idx, (dists if with_dists else dists.new_empty(0)), order
     order = spatial_order(points, lengths)
     queries = points.gather(1, order[..., None].expand(-1, -1, 3))
     if not with_dists and (radius2 >= 0 or host_kernels(points)):
