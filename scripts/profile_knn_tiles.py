@@ -4,7 +4,8 @@ csrc/knn/knn_select_cuda.cu), per size; then a torch.profiler table of one call.
 takes whichever path the rules pick (tiles: ops/knn.py tiles_pay; block select:
 csrc/knn/knn_select.h); the block select's answer is checked against the scan's before timing.
 
-    python scripts/profile_knn_tiles.py      # on a machine with a CUDA GPU
+    python scripts/profile_knn_tiles.py       # on a machine with a CUDA GPU
+    python scripts/profile_knn_tiles.py self  # the cloud-against-itself tables only
 """
 import math
 import sys
@@ -43,6 +44,7 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
 
 def main():
     torch.manual_seed(0)
+    only_self = sys.argv[1:] == ["self"]  # just the self-plan table (the first one takes minutes)
     # FPFH's search first (100k x 100k, K = 100). The warp lists append to shared memory and sort
     # when full since 2026-11-27 (csrc/knn/warp_list.cuh); before, at 4096 queries over 100k, they
     # took 0.79 ms, 1/24 of the thread lists' time (H200, bench/results/nvidia-h200-2026-11-27-profiles.md)
@@ -54,7 +56,7 @@ def main():
     print("| N | Q | K | whole call | plan | kernel | kernel, thread lists | kernel, warp lists "
           "| kernel, bounded | index-order scan | block select | cdist+topk |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for N, Q, K in cases:
+    for N, Q, K in [] if only_self else cases:
         p2 = torch.rand(1, N, 3, device="cuda")
         p1 = p2[:, :Q].clone() if Q == N else torch.rand(1, Q, 3, device="cuda")
         l1 = torch.tensor([Q], device="cuda")
@@ -101,6 +103,23 @@ def main():
             t_self = timed(lambda: m.knn_points(p, p, K=K))
             t_copy = timed(lambda: m.knn_points(p, q, K=K))
         print(f"| {N} | {K} | {str(dtype)[6:]} | {t_self:.3f} | {t_copy:.3f} |", flush=True)
+    # FPFH's search, K = 100 bounded at a radius: thread lists against warp lists by how many
+    # neighbours the radius holds (the lists fill only past K), on a surface-like cloud (a sphere)
+    from mentor3ad_ext.ops._knn_self import _knn_self
+    print("| N | K | mean neighbours < r | dtype | thread lists (1) | warp lists (2) | default (0) |")
+    print("|---:|---:|---:|---|---:|---:|---:|")
+    for dtype in (torch.float32, torch.float64):
+        p = torch.nn.functional.normalize(torch.randn(1, 100_000, 3, device="cuda", dtype=dtype), dim=-1)
+        lengths = torch.tensor([100_000], device="cuda")
+        for want in (12, 25, 50, 100, 200):
+            # squared radius holding ~want neighbours: a sphere of area 4 pi, 1e5 points
+            r2 = want * 4.0 / 100_000
+            with m.value_checks(False):
+                mean = float((_knn_self(p, lengths, 100, r2, 1)[1] >= 0).sum(-1).float().mean())
+                t = [timed(lambda: _knn_self(p, lengths, 100, r2, mode), reps=5) for mode in (1, 2, 0)]
+            print(f"| 100000 | 100 | {mean:.0f} | {str(dtype)[6:]} | {t[0]:.3f} | {t[1]:.3f} | {t[2]:.3f} |", flush=True)
+    if only_self:
+        return 0
     p2 = torch.rand(1, 16_000, 3, device="cuda")
     l = torch.tensor([16_000], device="cuda")
     with m.value_checks(False), torch.profiler.profile(
