@@ -44,7 +44,7 @@ def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
 
 def main():
     torch.manual_seed(0)
-    only_self = sys.argv[1:] == ["self"]  # just the self-plan table (the first one takes minutes)
+    only_self = sys.argv[1:] == ["self"]  # just the self-plan tables (the first table takes minutes)
     # FPFH's search first (100k x 100k, K = 100). The warp lists append to shared memory and sort
     # when full since 2026-11-27 (csrc/knn/warp_list.cuh); before, at 4096 queries over 100k, they
     # took 0.79 ms, 1/24 of the thread lists' time (H200, bench/results/nvidia-h200-2026-11-27-profiles.md)
