@@ -17,10 +17,8 @@ template <typename T>
 void order_cloud(const T* pts, int64_t n, int64_t P, int64_t* order) {
   // The frame as morton_frame computes it (tiles_plan.h; NaN coordinates left out of it, their
   // codes clamp to cell 0).
-  T lo[3], hi[3];
-  frame_empty(lo, hi);
-  for (int64_t i = 0; i < n; ++i) frame_grow(lo, hi, pts + i * 3, pts + i * 3);
-  const T scale = frame_scale(lo, hi);
+  T lo[3];
+  const T scale = cloud_frame(pts, n, lo);
   MortonParams mp;
   mp.points = pts, mp.lo = lo, mp.scale = &scale, mp.B = 1, mp.P = n;
   std::vector<uint32_t> code(static_cast<size_t>(n)), code2(static_cast<size_t>(n));

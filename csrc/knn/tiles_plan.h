@@ -80,6 +80,15 @@ M3AD_HD T frame_scale(const T* lo, const T* hi) {
   return T((1 << kMortonBits) - 1) / (extent > tiny ? extent : tiny);
 }
 
+// The frame of a cloud's n valid points x: writes its lower corner to lo, returns its scale.
+template <typename T>
+T cloud_frame(const T* x, int64_t n, T* lo) {
+  T hi[3];
+  frame_empty(lo, hi);
+  for (int64_t i = 0; i < n; ++i) frame_grow(lo, hi, x + i * 3, x + i * 3);
+  return frame_scale(lo, hi);
+}
+
 M3AD_HD int64_t spread_bits3(int64_t v) {  // two zero bits after each of the low 10 bits
   int64_t out = 0;
   for (int bit = 0; bit < kMortonBits; ++bit) out |= ((v >> bit) & 1) << (3 * bit);

@@ -10,11 +10,7 @@ void morton_frame_cpu(const FrameParams& p) {
     parallel_for(p.B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const T* x = static_cast<const T*>(p.points) + b * p.P * 3;
-        T* lo = static_cast<T*>(p.lo) + b * 3;
-        T hi[3];
-        frame_empty(lo, hi);
-        for (int64_t i = 0, n = clamp_len(p.lengths, b, p.P); i < n; ++i) frame_grow(lo, hi, x + i * 3, x + i * 3);
-        static_cast<T*>(p.scale)[b] = frame_scale(lo, hi);
+        static_cast<T*>(p.scale)[b] = cloud_frame(x, clamp_len(p.lengths, b, p.P), static_cast<T*>(p.lo) + b * 3);
       }
     });
     return 0;

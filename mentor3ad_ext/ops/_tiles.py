@@ -76,8 +76,7 @@ def _filtered_into(dists, idx, points, ps, lengths, order, out_rows, lo, boxes, 
     # The float32 copy, moved to the frame's corner: its error bound scales with its extent.
     ps32 = (ps - lo[:, None, :]).to(torch.float32)
     boxes32, supers32 = tile_boxes(ps32, lengths, TILE, SUPER)
-    cand_dists = torch.empty((B, P, FILTER_M), dtype=torch.float32, device=ps.device)
-    cand_idx = torch.empty((B, P, FILTER_M), dtype=torch.int64, device=ps.device)
+    cand_dists, cand_idx = outputs(ps32, FILTER_M)
     tiles_kernel(cand_dists, cand_idx, ps32, ps32, lengths, lengths, None, order, boxes32, supers32, None,
                  FILTER_M, 2, 0, math.inf)
     todo = torch.empty((B, P), dtype=torch.uint8, device=ps.device)
