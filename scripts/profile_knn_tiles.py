@@ -14,8 +14,7 @@ import torch
 
 import mentor3ad_ext as m
 from mentor3ad_ext.ops import knn as knn_op
-from mentor3ad_ext.ops._launch import C, device_args, dtype_tag, ptr
-from mentor3ad_ext.ops._spatial import gather_points, morton_codes, morton_frame, tile_boxes
+from mentor3ad_ext.ops._tiles import general_plan as plan, tiles_kernel
 
 from _cuda_timing import cuda_median_ms  # this folder
 
@@ -23,23 +22,10 @@ from _cuda_timing import cuda_median_ms  # this folder
 timed = cuda_median_ms
 
 
-def plan(p1, p2, l1, l2):
-    frame = morton_frame(p2, l2)
-    code2, order2 = torch.sort(morton_codes(p2, l2, frame), dim=1, stable=True)
-    code1, order1 = torch.sort(morton_codes(p1, l1, frame), dim=1, stable=True)
-    home = torch.searchsorted(code2, code1)
-    p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
-    boxes, supers = tile_boxes(p2s, l2, 32, 32)
-    return p1s, p2s, order1, order2, boxes, supers, home
-
-
 def kernel(pl, l1, l2, d, i, K, list_mode=0, max_dist=math.inf):
+    """The sorted tiles' kernel alone, on a plan of general_plan."""
     p1s, p2s, order1, order2, boxes, supers, home = pl
-    B, P1, _ = p1s.shape
-    dev, stream = device_args(p1s)
-    C().knn_tiles(ptr(p1s), ptr(p2s), ptr(l1), ptr(l2), ptr(d), ptr(i), ptr(order1), ptr(order2), ptr(boxes),
-                  ptr(supers), ptr(home), B, P1, p2s.shape[1], K, boxes.shape[1], supers.shape[1], 2, list_mode,
-                  max_dist, dtype_tag(p1s), dev, stream, 0)
+    tiles_kernel(d, i, p1s, p2s, l1, l2, order1, order2, boxes, supers, home, K, 2, list_mode, max_dist)
 
 
 def main():

@@ -51,14 +51,21 @@ def general_tiles_into(dists, idx, p1, p2, lengths1, lengths2, K: int, norm: int
     size, 1 a thread per query (its list in its output row), 2 a warp per query (K <= 256). A
     finite `max_dist` bounds the search: only the neighbours at distance < max_dist (compared in
     p1's dtype), -1 padded."""
+    p1s, p2s, order1, order2, boxes, supers, home = general_plan(p1, p2, lengths1, lengths2)
+    tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K, norm, list_mode,
+                 max_dist)
+
+
+def general_plan(p1, p2, lengths1, lengths2):
+    """(p1s, p2s, order1, order2, boxes, supers, home): both sides sorted along the points' Morton
+    curve, the points' tile and super-tile boxes, and each sorted query's place among the points."""
     frame = morton_frame(p2, lengths2)
     code2, order2 = torch.sort(morton_codes(p2, lengths2, frame), dim=1, stable=True)
     code1, order1 = torch.sort(morton_codes(p1, lengths1, frame), dim=1, stable=True)
     home = torch.searchsorted(code2, code1)
     p1s, p2s = gather_points(p1, order1).contiguous(), gather_points(p2, order2).contiguous()
     boxes, supers = tile_boxes(p2s, lengths2, TILE, SUPER)
-    tiles_kernel(dists, idx, p1s, p2s, lengths1, lengths2, order1, order2, boxes, supers, home, K, norm, list_mode,
-                 max_dist)
+    return p1s, p2s, order1, order2, boxes, supers, home
 
 
 def filter_applies(dtype: torch.dtype, K: int, norm: int, max_dist: float, list_mode: int) -> bool:
